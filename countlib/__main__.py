@@ -1,0 +1,5 @@
+import sys
+
+from countlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,236 @@
+"""The `countlib` command line."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from countlib import data
+from countlib.batches import POSITION_SCHEMES
+from countlib.config import PRECISIONS, EvalConfig, OptimConfig, RunConfig
+from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
+from countlib.train.checkpoint import CheckpointError
+
+
+def _span(lengths: tuple[int, int]) -> str:
+    low, high = lengths
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    rows = [("task", "vocab", "train", "val", "ood", "aliases")]
+    for task in list_tasks():
+        val = task.splits.get("val") or task.splits.get("test")
+        ood = task.splits.get("ood")
+        rows.append(
+            (
+                task.name,
+                str(len(task.vocab)),
+                _span(task.train_lengths),
+                _span(val.lengths) if val else "-",
+                _span(ood.lengths) if ood else "-",
+                ", ".join(task.aliases),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[5])
+    return 0
+
+
+def _examples(task: Task, split: str, n: int | None, seed: int):
+    if split == "train":
+        rng = random.Random(seed)
+        return (task.sample(rng) for _ in range(n if n is not None else 1000))
+    examples = task.split(split, seed=seed)
+    return examples if n is None else examples[:n]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    count = data.write_file(args.out, _examples(task, args.split, args.n, args.seed))
+    print(f"wrote {count} lines of {task.name}/{args.split} to {args.out}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    try:
+        count = data.check_file(args.file, task)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"ok: {count} lines of {args.file} follow task {task.name}")
+    return 0
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for key in ("layers", "hidden"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from countlib.train import train
+
+    config = RunConfig(
+        task=args.task,
+        model=args.model,
+        model_options=_model_options(args),
+        optim=OptimConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup,
+        ),
+        eval=EvalConfig(every=args.eval_every, shift_samples=args.shift_samples),
+        seed=args.seed,
+        aux_share=args.aux_share,
+        position_scheme=args.positions,
+        precision=args.precision,
+    )
+    result = train(config, args.runs_dir, device=args.device, progress=not args.quiet)
+    summary = result.summary
+    verb = "already complete" if result.skipped else result.status
+    print(f"{verb}: {result.run_dir.path}")
+    for rule in ("final", "best_val", "best_ood"):
+        point = summary.get(rule) or {}
+        print(f"  {rule:<8} step {point.get('step')}: {_ind_ood(point)}")
+    print(f"  wall time {summary['wall_time_s']} s, {summary['parameters']} parameters")
+    return 0 if result.status == "complete" else 1
+
+
+def _ind_ood(point: dict[str, object]) -> str:
+    def fmt(value: object) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return f"IND {fmt(point.get('ind'))}  OOD {fmt(point.get('ood'))}"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from countlib.train.reload import evaluate_run
+
+    report = evaluate_run(
+        args.run_dir,
+        checkpoint=args.checkpoint,
+        data=args.data,
+        splits=args.split,
+        device=args.device,
+        shift_samples=args.shift_samples,
+    )
+    for name, result in report.results.items():
+        line = f"{name}: acc {result.acc:.4f}"
+        if result.extrapolation_acc is not None:
+            line += f"  extrapolation (OOD) {result.extrapolation_acc:.4f}"
+        line += f"  legacy unseen-length {result.legacy_unseen_len_acc:.4f}"
+        print(line)
+    print(f"per-position table: {report.table_path}")
+    return 0
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    from countlib.book import NOTEBOOKS, build_book, execute_notebook
+
+    parameters = {key: yaml.safe_load(value) for key, value in args.param or []}
+    for name in args.notebook or NOTEBOOKS:
+        print(f"executing {name} ...", flush=True)
+        print(f"  wrote {execute_notebook(name, parameters)}")
+    if not args.no_build:
+        print(f"book: {build_book() / 'index.html'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="countlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tasks = sub.add_parser("tasks", help="list every task with aliases, vocabulary and lengths")
+    tasks.set_defaults(func=cmd_tasks)
+
+    data_cmd = sub.add_parser("data", help="export or check data files")
+    data_sub = data_cmd.add_subparsers(dest="data_command", required=True)
+    export = data_sub.add_parser("export", help="write a split in the original JSON-lines format")
+    export.add_argument("task")
+    export.add_argument(
+        "--split",
+        default="val",
+        help="train, val, ood or an auxiliary test split (e.g. addbigram_test)",
+    )
+    export.add_argument("--n", type=int, default=None, help="number of lines (train: default 1000)")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+    check = data_sub.add_parser("check", help="validate every line of a file against a task")
+    check.add_argument("file")
+    check.add_argument("--task", required=True)
+    check.set_defaults(func=cmd_check)
+
+    tr = sub.add_parser("train", help="train one run (resumes or skips an existing one)")
+    tr.add_argument("--task", required=True)
+    tr.add_argument("--model", required=True, help="model family, e.g. lstm, gru, rnn")
+    tr.add_argument("--layers", type=int)
+    tr.add_argument("--hidden", type=int, help="hidden size (d_model for attention models)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="other model option")
+    tr.add_argument("--steps", type=int, default=OptimConfig.steps)
+    tr.add_argument("--batch-size", type=int, default=OptimConfig.batch_size)
+    tr.add_argument("--lr", type=float, help="default: the model family's")
+    tr.add_argument("--weight-decay", type=float)
+    tr.add_argument("--warmup", type=int, help="linear warmup steps")
+    tr.add_argument("--eval-every", type=int, default=EvalConfig.every)
+    tr.add_argument("--shift-samples", type=int, default=1)
+    tr.add_argument("--seed", type=int, default=1234)
+    tr.add_argument("--aux-share", type=float, help="auxiliary share for mixture tasks")
+    tr.add_argument("--positions", choices=POSITION_SCHEMES, help="position-id scheme")
+    tr.add_argument("--precision", choices=PRECISIONS, default="auto")
+    tr.add_argument("--runs-dir", default="runs")
+    tr.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's checkpoint on its splits or a data file")
+    ev.add_argument("run_dir")
+    ev.add_argument("--data", help="a file in the original JSON-lines format")
+    ev.add_argument("--split", action="append", help="split name(s); default: all of the task's")
+    ev.add_argument("--checkpoint", choices=("best_val", "best_ood", "last"), default="last")
+    ev.add_argument("--shift-samples", type=int, default=1)
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=cmd_eval)
+
+    book = sub.add_parser("book", help="execute the notebooks with papermill, then build the book")
+    book.add_argument("--notebook", action="append", help="notebook name(s); default: all")
+    book.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="notebook parameter (YAML value), e.g. -p steps 500",
+    )
+    book.add_argument("--no-build", action="store_true", help="only execute the notebooks")
+    book.set_defaults(func=cmd_book)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UnknownTaskError, KeyError, ValueError, FileNotFoundError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Declarative run configuration: what to train, how, and how to evaluate it.
+
+A `RunConfig` is plain data (JSON/YAML round-trip), validated on construction. `resolve()` fills
+every family default in, and the hash of the resolved config names the run directory, so the same
+experiment always lands in the same place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from countlib.batches import POSITION_SCHEMES
+from countlib.models import get_family, model_config
+from countlib.tasks import get_task
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+#: The five seeds of the original experiments, used when a grid asks for seeds.
+PAPER_SEEDS = (1234, 12, 123, 42, 319)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then a constant rate; budget in optimizer steps.
+
+    ``lr``, ``weight_decay`` and ``warmup_steps`` of None take the model family's default.
+    """
+
+    steps: int = 20_000
+    batch_size: int = 32
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1000
+    batch_size: int = 64
+    #: Position-shift draws per evaluation example (only random schemes use more than one).
+    shift_samples: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.batch_size < 1 or self.shift_samples < 1:
+            raise ValueError("eval every, batch_size and shift_samples must be positive")
+
+
+@dataclass
+class RunConfig:
+    task: str
+    model: str
+    #: Family options, e.g. {"layers": 1, "hidden": 128}; see the family's config dataclass.
+    model_options: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    #: Model initialisation seed; the data stream has its own seed.
+    seed: int = 1234
+    data_seed: int | None = None
+    #: Share of auxiliary data for mixture tasks (None = the original proportion).
+    aux_share: float | None = None
+    position_scheme: str | None = None
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.optim, dict):
+            self.optim = OptimConfig(**self.optim)
+        if isinstance(self.eval, dict):
+            self.eval = EvalConfig(**self.eval)
+        task = get_task(self.task)
+        model_config(self.model, len(task.vocab), self.model_options)
+        if self.position_scheme is not None and self.position_scheme not in POSITION_SCHEMES:
+            raise ValueError(
+                f"unknown position scheme {self.position_scheme!r}; "
+                f"choose from {', '.join(POSITION_SCHEMES)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose from {PRECISIONS}")
+        if self.aux_share is not None and not hasattr(task, "with_aux_share"):
+            raise ValueError(f"task {task.name!r} has no auxiliary data to share")
+
+    def resolve(self) -> RunConfig:
+        """A copy with canonical task name and every default made explicit."""
+        task = get_task(self.task)
+        family = get_family(self.model)
+        options = asdict(model_config(self.model, len(task.vocab), self.model_options))
+        options.pop("vocab_size")
+        optim = dataclasses.replace(
+            self.optim,
+            lr=family.lr if self.optim.lr is None else self.optim.lr,
+            weight_decay=(
+                family.weight_decay if self.optim.weight_decay is None else self.optim.weight_decay
+            ),
+            warmup_steps=(
+                family.warmup_steps if self.optim.warmup_steps is None else self.optim.warmup_steps
+            ),
+        )
+        return dataclasses.replace(
+            self,
+            task=task.name,
+            model_options=options,
+            optim=optim,
+            data_seed=self.seed if self.data_seed is None else self.data_seed,
+            aux_share=(
+                task.aux_share
+                if self.aux_share is None and hasattr(task, "aux_share")
+                else self.aux_share
+            ),
+            position_scheme=self.position_scheme or family.position_scheme,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["optim"]["betas"] = list(data["optim"]["betas"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown run config key(s) {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        text = Path(path).read_text()
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            return cls.from_dict(yaml.safe_load(text))
+        return cls.from_dict(json.loads(text))
+
+    def config_hash(self) -> str:
+        """Stable identity of the resolved experiment (12 hex digits)."""
+        canonical = json.dumps(self.resolve().to_dict(), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def run_name(self) -> str:
+        resolved = self.resolve()
+        opts = resolved.model_options
+        shape = f"L{opts.get('layers', '?')}-H{opts.get('hidden', '?')}"
+        return f"{resolved.task}-{resolved.model}-{shape}-s{resolved.seed}-{self.config_hash()}"

@@ -1,0 +1,71 @@
+"""Model registry: a family name maps to its config dataclass and module class.
+
+Every model takes ``(input_ids, *, position_ids=None, attention_mask=None)`` and returns logits
+``[batch, time, vocab]``; recurrent families ignore positions and masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from countlib.models.rnn import GRUConfig, LSTMConfig, RecurrentModel, RNNConfig
+
+
+@dataclass(frozen=True)
+class Family:
+    config: type
+    model: type[nn.Module]
+    #: Optimiser defaults of the family (protocol.md and the documented CPU defaults).
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    #: Position-id scheme the batches need by default.
+    position_scheme: str = "none"
+
+
+MODELS: dict[str, Family] = {
+    "rnn": Family(RNNConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
+    "lstm": Family(LSTMConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
+    "gru": Family(GRUConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
+}
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def get_family(name: str) -> Family:
+    try:
+        return MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} Valid models: {', '.join(sorted(MODELS))}"
+        ) from None
+
+
+def model_config(name: str, vocab_size: int, options: dict[str, Any]) -> Any:
+    """The family's config dataclass with ``options`` applied; unknown options are errors."""
+    family = get_family(name)
+    fields = {f.name for f in dataclasses.fields(family.config)} - {"vocab_size"}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        valid = ", ".join(sorted(fields))
+        raise ValueError(f"model {name!r} has no option(s) {', '.join(unknown)}; valid: {valid}")
+    return family.config(vocab_size=vocab_size, **options)
+
+
+def build_model(name: str, vocab_size: int, **options: Any) -> nn.Module:
+    family = get_family(name)
+    return family.model(model_config(name, vocab_size, options))
+
+
+def parameter_count(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

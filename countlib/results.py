@@ -1,0 +1,125 @@
+"""Collect run directories into tables and aggregate over seeds as the paper reports them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from countlib.train.records import RunDir
+
+#: Which checkpoint's numbers a table reports.
+CHECKPOINT_RULES = ("best_ood", "best_val", "final")
+
+
+def find_runs(root: str | Path | Iterable[str | Path]) -> list[RunDir]:
+    """Run directories under ``root`` (or the given directories), complete or not."""
+    roots = [root] if isinstance(root, str | Path) else list(root)
+    found = []
+    for item in map(Path, roots):
+        candidates = [item] if (item / "config.json").exists() else sorted(item.glob("*/"))
+        found += [RunDir(c) for c in candidates if (c / "config.json").exists()]
+    return found
+
+
+def _row(run: RunDir) -> dict[str, object]:
+    config = json.loads(run.config.read_text())
+    row: dict[str, object] = {
+        "run": run.path.name,
+        "path": str(run.path),
+        "task": config["task"],
+        "model": config["model"],
+        "seed": config["seed"],
+        "lr": config["optim"]["lr"],
+        "steps_planned": config["optim"]["steps"],
+        "position_scheme": config["position_scheme"],
+        **{k: v for k, v in config["model_options"].items()},
+    }
+    if not run.summary.exists():
+        return row | {"status": "incomplete"}
+    summary = run.read_summary()
+    row |= {
+        "status": summary["status"],
+        "steps": summary["steps"],
+        "wall_time_s": summary["wall_time_s"],
+        "parameters": summary["parameters"],
+        "state_size": summary["state_size"],
+    }
+    for rule in CHECKPOINT_RULES:
+        point = summary.get(rule) or {}
+        row[f"{rule}_step"] = point.get("step")
+        row[f"{rule}_ind"] = point.get("ind")
+        row[f"{rule}_ood"] = point.get("ood")
+    return row
+
+
+def load_runs(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run: its config, status, and IND/OOD under every checkpoint rule."""
+    return pd.DataFrame([_row(run) for run in find_runs(root)])
+
+
+def load_eval_history(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """The tidy evaluation history (step, split, metric, value) of every run, with its name."""
+    frames = []
+    for run in find_runs(root):
+        if run.eval_log.exists():
+            frames.append(pd.read_csv(run.eval_log).assign(run=run.path.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_per_position(
+    root: str | Path | Iterable[str | Path], *, step: str | int = "last"
+) -> pd.DataFrame:
+    """Per-position accuracy of every run at one evaluation step ("last" or a step number)."""
+    frames = []
+    for run in find_runs(root):
+        if not run.per_position.exists():
+            continue
+        table = pd.read_csv(run.per_position)
+        chosen = table["step"].max() if step == "last" else step
+        table = table[table["step"] == chosen].assign(run=run.path.name)
+        frames.append(table.assign(accuracy=table["correct"] / table["total"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def aggregate(
+    runs: pd.DataFrame,
+    by: Sequence[str] = ("task", "model", "layers", "hidden"),
+    *,
+    rule: str = "best_ood",
+) -> pd.DataFrame:
+    """Best-of-k and median-of-k IND/OOD over seeds, at the checkpoint chosen by ``rule``.
+
+    "Best" picks the seed with the highest OOD (its IND is reported beside it), as the paper's
+    best-of-5 tables do. Diverged runs count with their recorded numbers; incomplete runs are
+    left out and counted in ``incomplete``.
+    """
+    if rule not in CHECKPOINT_RULES:
+        raise ValueError(f"unknown checkpoint rule {rule!r}; choose from {CHECKPOINT_RULES}")
+    by = [col for col in by if col in runs.columns]
+    done = runs[runs["status"] != "incomplete"] if "status" in runs else runs.iloc[0:0]
+    rows = []
+    for key, group in done.groupby(by, dropna=False):
+        ind, ood = group[f"{rule}_ind"].astype(float), group[f"{rule}_ood"].astype(float)
+        best = group.loc[ood.fillna(-1).idxmax()]
+        rows.append(
+            dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+            | {
+                "seeds": len(group),
+                "best_ind": float(best[f"{rule}_ind"]),
+                "best_ood": float(best[f"{rule}_ood"]),
+                "median_ind": float(ind.median()),
+                "median_ood": float(ood.median()),
+                "diverged": int((group["status"] == "diverged").sum()),
+            }
+        )
+    result = pd.DataFrame(rows)
+    incomplete = runs[runs["status"] == "incomplete"] if "status" in runs else runs.iloc[0:0]
+    if len(result) and len(incomplete):
+        counts = incomplete.groupby(by, dropna=False).size().rename("incomplete")
+        result = result.merge(counts, left_on=by, right_index=True, how="left").fillna(
+            {"incomplete": 0}
+        )
+    return result

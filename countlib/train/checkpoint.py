@@ -1,0 +1,81 @@
+"""Checkpoint files that load safely: tensors and plain containers only, never pickled objects.
+
+A full checkpoint (`last.pt`) holds everything needed for an exact resume; best checkpoints hold
+model weights only, in safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "countlib-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is truncated, foreign, or belongs to another run."""
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state(path: str | Path, state: dict[str, Any], config_hash: str) -> None:
+    payload = {"format": FORMAT, "config_hash": config_hash, **state}
+    _atomic(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_state(path: str | Path, config_hash: str | None = None) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several types for truncated or non-torch files
+        raise CheckpointError(f"{path} is not a readable countlib checkpoint: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a countlib checkpoint (expected format {FORMAT})")
+    if config_hash is not None and payload["config_hash"] != config_hash:
+        raise CheckpointError(
+            f"{path} belongs to run {payload['config_hash']}, not to this run ({config_hash})"
+        )
+    return payload
+
+
+def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic(
+        Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, **metadata})
+    )
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CheckpointError(f"{path} is not a readable weights file: {err}") from None
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Strict load: a missing or unexpected tensor is an error, never silently ignored."""
+    state = load_weights(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not match this model: {err}") from None

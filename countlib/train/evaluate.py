@@ -1,0 +1,45 @@
+"""Deterministic evaluation of a model on a task's splits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from countlib.batches import Collator, evaluation_batches
+from countlib.metrics import EvalResult, Scores
+from countlib.tasks import Example, Task
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    task: Task,
+    examples: list[Example],
+    collator: Collator,
+    *,
+    batch_size: int = 64,
+    shift_samples: int = 1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    autocast: Callable[[], object] = nullcontext,
+) -> EvalResult:
+    was_training = model.training
+    model.eval()
+    scores = Scores()
+    batches = evaluation_batches(
+        task, examples, collator, batch_size, shift_samples=shift_samples, seed=seed
+    )
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast():
+            logits = model(
+                batch.input_ids,
+                position_ids=batch.position_ids,
+                attention_mask=batch.attention_mask,
+            )
+        scores.update(logits.argmax(dim=-1), batch)
+    model.train(was_training)
+    return scores.result(task.vocab)
