@@ -21,9 +21,29 @@ def _span(lengths: tuple[int, int]) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+def _split_cell(task: Task, name: str) -> str:
+    info = task.splits.get(name)
+    if info is None:
+        return "-"
+    kind = "deterministic" if info.deterministic else "random"
+    return f"{info.lines} lines, len {_span(info.lengths)} ({kind})"
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
+    tasks = list_tasks()
+    if args.markdown:
+        print("| task | original names | vocab | train len | val | ood / test |")
+        print("|---|---|---|---|---|---|")
+        for task in tasks:
+            aliases = ", ".join(f"`{a}`" for a in task.aliases) or "-"
+            last = "ood" if "ood" in task.splits else "test"
+            print(
+                f"| `{task.name}` | {aliases} | {len(task.vocab)} | {_span(task.train_lengths)} "
+                f"| {_split_cell(task, 'val')} | {_split_cell(task, last)} |"
+            )
+        return 0
     rows = [("task", "vocab", "train", "val", "ood", "aliases")]
-    for task in list_tasks():
+    for task in tasks:
         val = task.splits.get("val") or task.splits.get("test")
         ood = task.splits.get("ood")
         rows.append(
@@ -157,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     tasks = sub.add_parser("tasks", help="list every task with aliases, vocabulary and lengths")
+    tasks.add_argument("--markdown", action="store_true", help="print a Markdown table")
     tasks.set_defaults(func=cmd_tasks)
 
     data_cmd = sub.add_parser("data", help="export or check data files")

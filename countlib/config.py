@@ -16,7 +16,7 @@ from typing import Any
 
 from countlib.batches import POSITION_SCHEMES
 from countlib.models import get_family, model_config
-from countlib.tasks import get_task
+from countlib.tasks import Task, get_task
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 #: The five seeds of the original experiments, used when a grid asks for seeds.
@@ -81,7 +81,7 @@ class RunConfig:
         if isinstance(self.eval, dict):
             self.eval = EvalConfig(**self.eval)
         task = get_task(self.task)
-        model_config(self.model, len(task.vocab), self.model_options)
+        self.model_config(task)
         if self.position_scheme is not None and self.position_scheme not in POSITION_SCHEMES:
             raise ValueError(
                 f"unknown position scheme {self.position_scheme!r}; "
@@ -92,12 +92,19 @@ class RunConfig:
         if self.aux_share is not None and not hasattr(task, "with_aux_share"):
             raise ValueError(f"task {task.name!r} has no auxiliary data to share")
 
+    def model_config(self, task: Task) -> Any:
+        return model_config(
+            self.model, len(task.vocab), self.model_options, max_positions=task.max_positions
+        )
+
     def resolve(self) -> RunConfig:
         """A copy with canonical task name and every default made explicit."""
         task = get_task(self.task)
         family = get_family(self.model)
-        options = asdict(model_config(self.model, len(task.vocab), self.model_options))
+        model_cfg = self.model_config(task)
+        options = asdict(model_cfg)
         options.pop("vocab_size")
+        default_scheme = getattr(model_cfg, "default_position_scheme", family.position_scheme)
         optim = dataclasses.replace(
             self.optim,
             lr=family.lr if self.optim.lr is None else self.optim.lr,
@@ -119,7 +126,7 @@ class RunConfig:
                 if self.aux_share is None and hasattr(task, "aux_share")
                 else self.aux_share
             ),
-            position_scheme=self.position_scheme or family.position_scheme,
+            position_scheme=self.position_scheme or default_scheme,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -51,10 +51,18 @@ def get_family(name: str) -> Family:
         ) from None
 
 
-def model_config(name: str, vocab_size: int, options: dict[str, Any]) -> Any:
-    """The family's config dataclass with ``options`` applied; unknown options are errors."""
+def model_config(
+    name: str, vocab_size: int, options: dict[str, Any], *, max_positions: int | None = None
+) -> Any:
+    """The family's config dataclass with ``options`` applied; unknown options are errors.
+
+    ``max_positions`` (the task's position range) fills the option of that name where the family
+    has one and the caller did not set it.
+    """
     family = get_family(name)
     fields = {f.name for f in dataclasses.fields(family.config)} - {"vocab_size"}
+    if max_positions is not None and "max_positions" in fields:
+        options = {"max_positions": max_positions, **options}
     unknown = sorted(set(options) - fields)
     if unknown:
         valid = ", ".join(sorted(fields))
@@ -63,8 +71,7 @@ def model_config(name: str, vocab_size: int, options: dict[str, Any]) -> Any:
 
 
 def build_model(name: str, vocab_size: int, **options: Any) -> nn.Module:
-    family = get_family(name)
-    return family.model(model_config(name, vocab_size, options))
+    return get_family(name).model(model_config(name, vocab_size, options))
 
 
 def parameter_count(model: nn.Module, trainable_only: bool = True) -> int:

@@ -80,7 +80,7 @@ def evaluate_run(
     rows = [
         [name, position, correct, total]
         for name, result in results.items()
-        for position, correct, total in result.per_position_rows()
+        for position, (correct, total) in result.per_position.items()
     ]
     atomic_write_csv(table, ["split", "position", "correct", "total"], rows)
     return EvalReport(results, table)

@@ -264,9 +264,9 @@ class Trainer:
     def _evaluate_and_checkpoint(self) -> None:
         results = self.evaluate_all()
         for split, result in results.items():
-            for metric, value in result.scalars().items():
+            for metric, value in result.to_dict().items():
                 self.eval_rows.append([self.step, split, metric, value])
-            for position, correct, total in result.per_position_rows():
+            for position, (correct, total) in result.per_position.items():
                 self.position_rows.append([self.step, split, position, correct, total])
         self._update_best(results)
         if self.accelerator.is_main_process:

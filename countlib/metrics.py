@@ -1,0 +1,152 @@
+"""Accuracy metrics, accumulated over batches: the five original ones (seed-spec 4.1), the
+corrected extrapolation accuracy, exact match, and per-position / per-count / per-length tables.
+
+Naming convention for callers: IND accuracy = ``acc`` on the val split; OOD accuracy =
+``extrapolation_acc`` on the ood split. ``legacy_unseen_len_acc`` is the paper's original OOD
+number, which skips the first extrapolated position when a start or BOS token is present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from countlib.batches import IGNORE, Batch
+from countlib.vocab import Vocab
+
+Tally = dict[int, tuple[int, int]]  # key -> (correct, total)
+
+_SCALARS = ("all", "extrapolation", "legacy", "counting", "last", "exact")
+
+
+def _ratio(correct: int, total: int) -> float | None:
+    return correct / total if total else None
+
+
+def _rows(key: str, tally: dict) -> list[dict[str, object]]:
+    return [{key: k, "correct": c, "total": t, "acc": c / t} for k, (c, t) in tally.items()]
+
+
+def _frozen(tally: dict[int, list[int]]) -> Tally:
+    return {k: (tally[k][0], tally[k][1]) for k in sorted(tally)}
+
+
+@dataclass
+class EvalResult:
+    acc: float | None  # all supervised positions (original "Acc")
+    extrapolation_acc: float | None  # supervised positions with real_index >= max_train_length
+    legacy_unseen_len_acc: float  # original "Unseen Len Acc"; -1.0 when no such position
+    counting_acc: float | None  # all supervised positions but the last of each sequence
+    last_acc: float | None  # the last supervised position of each sequence
+    exact_match: float | None  # sequences with every supervised position right
+    tokens: int  # supervised positions scored
+    extrapolation_tokens: int
+    sequences: int  # sequences with at least one supervised position
+    per_position: Tally  # by real_index
+    per_count: dict[str, tuple[int, int]]  # by label token
+    per_length: Tally  # by real length of the sequence
+
+    def to_dict(self, tables: bool = False) -> dict[str, object]:
+        """Scalar metrics and counts; with ``tables``, also the per-* tables as lists of rows."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("per_")}
+        if tables:
+            out["per_position"] = self.per_position_table()
+            out["per_count"] = self.per_count_table()
+            out["per_length"] = self.per_length_table()
+        return out
+
+    def per_position_table(self) -> list[dict[str, object]]:
+        return _rows("position", self.per_position)
+
+    def per_count_table(self) -> list[dict[str, object]]:
+        return _rows("count", self.per_count)
+
+    def per_length_table(self) -> list[dict[str, object]]:
+        return _rows("length", self.per_length)
+
+
+def _add(tally: dict[int, list[int]], keys: torch.Tensor, right: torch.Tensor) -> None:
+    """Add (correct, total) counts grouped by ``keys`` (1-D, values >= -1) into ``tally``."""
+    if keys.numel() == 0:
+        return
+    shifted = keys + 1  # bincount needs non-negative keys; real_index may be -1
+    totals = torch.bincount(shifted)
+    correct = torch.bincount(shifted[right], minlength=totals.numel())
+    for k, (c, t) in enumerate(zip(correct.tolist(), totals.tolist(), strict=True)):
+        if t:
+            entry = tally.setdefault(k - 1, [0, 0])
+            entry[0] += c
+            entry[1] += t
+
+
+class Scores:
+    """Accumulates metrics over batches; ``result`` may be called at any point."""
+
+    def __init__(self) -> None:
+        self._counts = {name: [0, 0] for name in _SCALARS}
+        self._position: dict[int, list[int]] = {}
+        self._count: dict[int, list[int]] = {}
+        self._length: dict[int, list[int]] = {}
+
+    def update(self, predictions: torch.Tensor, batch: Batch) -> None:
+        """``predictions``: arg-max token ids, shaped like ``batch.labels``."""
+        labels = batch.labels
+        if predictions.shape != labels.shape:
+            raise ValueError(
+                f"predictions have shape {tuple(predictions.shape)}, labels {tuple(labels.shape)}"
+            )
+        predictions = predictions.to(labels.device)
+        supervised = labels != IGNORE
+        right = (predictions == labels) & supervised
+
+        index = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+        last_index = torch.where(supervised, index, -1).amax(dim=1, keepdim=True)
+        is_last = supervised & (index == last_index)
+        counting = supervised & ~is_last
+        scored = last_index.squeeze(1) >= 0
+        exact = scored & (right.sum(1) == supervised.sum(1))
+
+        masks = {
+            "all": supervised,
+            "extrapolation": batch.extrapolation & supervised,
+            "legacy": batch.legacy_unseen & supervised,
+            "counting": counting,
+            "last": is_last,
+        }
+        sums = [t for m in masks.values() for t in ((right & m).sum(), m.sum())]
+        sums += [exact.sum(), scored.sum()]
+        values = torch.stack(sums).tolist()  # one device sync for all scalar counts
+        for i, name in enumerate(_SCALARS):
+            self._counts[name][0] += values[2 * i]
+            self._counts[name][1] += values[2 * i + 1]
+
+        hits = right[supervised]
+        _add(self._position, batch.real_index[supervised], hits)
+        _add(self._count, labels[supervised], hits)
+        lengths = batch.lengths.to(labels.device)[:, None].expand_as(labels)
+        _add(self._length, lengths[supervised], hits)
+
+    def result(self, vocab: Vocab) -> EvalResult:
+        c = self._counts
+        legacy = _ratio(*c["legacy"])
+        per_count: dict[str, list[int]] = {}
+        for label_id in sorted(self._count):
+            # A token listed twice in a vocabulary appears under one name.
+            entry = per_count.setdefault(vocab.tokens[label_id], [0, 0])
+            entry[0] += self._count[label_id][0]
+            entry[1] += self._count[label_id][1]
+        return EvalResult(
+            acc=_ratio(*c["all"]),
+            extrapolation_acc=_ratio(*c["extrapolation"]),
+            legacy_unseen_len_acc=-1.0 if legacy is None else legacy,
+            counting_acc=_ratio(*c["counting"]),
+            last_acc=_ratio(*c["last"]),
+            exact_match=_ratio(*c["exact"]),
+            tokens=c["all"][1],
+            extrapolation_tokens=c["extrapolation"][1],
+            sequences=c["exact"][1],
+            per_position=_frozen(self._position),
+            per_count={k: (v[0], v[1]) for k, v in per_count.items()},
+            per_length=_frozen(self._length),
+        )

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from countlib.results import aggregate, load_runs
+from countlib.train.records import RunDir
+
+
+def fake_run(root, name, seed, best_ood, best_val, status="complete", layers=1):
+    run = RunDir(root / name)
+    run.path.mkdir(parents=True)
+    config = {
+        "task": "mod10",
+        "model": "lstm",
+        "seed": seed,
+        "optim": {"lr": 0.005, "steps": 100},
+        "position_scheme": "none",
+        "model_options": {"layers": layers, "hidden": 32},
+    }
+    run.config.write_text(json.dumps(config))
+    if status == "incomplete":
+        return
+    run.summary.write_text(
+        json.dumps(
+            {
+                "status": status,
+                "steps": 100,
+                "wall_time_s": 1.0,
+                "parameters": 10,
+                "state_size": 64,
+                "final": {"step": 100, "ind": best_val[0], "ood": best_val[1]},
+                "best_val": {"step": 50, "ind": best_val[0], "ood": best_val[1]},
+                "best_ood": {"step": 80, "ind": best_ood[0], "ood": best_ood[1]},
+            }
+        )
+    )
+
+
+def test_best_and_median_of_seeds(tmp_path):
+    fake_run(tmp_path, "a", 1, best_ood=(1.0, 0.50), best_val=(1.0, 0.40))
+    fake_run(tmp_path, "b", 2, best_ood=(0.9, 0.97), best_val=(1.0, 0.10))
+    fake_run(tmp_path, "c", 3, best_ood=(0.8, 0.20), best_val=(0.95, 0.20))
+    fake_run(tmp_path, "d", 4, best_ood=(0.2, 0.0), best_val=(0.2, 0.0), layers=2)
+    fake_run(tmp_path, "e", 5, best_ood=(0, 0), best_val=(0, 0), status="incomplete")
+    runs = load_runs(tmp_path)
+    assert len(runs) == 5
+    table = aggregate(runs, by=["task", "model", "layers"], rule="best_ood")
+    one = table[table["layers"] == 1].iloc[0]
+    assert one["seeds"] == 3
+    # Best-of-k takes the seed with the highest OOD and reports its IND beside it.
+    assert (one["best_ood"], one["best_ind"]) == (0.97, 0.9)
+    assert one["median_ood"] == pytest.approx(0.5) and one["median_ind"] == pytest.approx(0.9)
+    assert one["incomplete"] == 1
+    by_val = aggregate(runs, by=["task", "model", "layers"], rule="best_val")
+    one_val = by_val[by_val["layers"] == 1].iloc[0]
+    assert one_val["best_ood"] == 0.4 and one_val["median_ood"] == pytest.approx(0.2)
+
+
+def test_unknown_rule_is_an_error(tmp_path):
+    fake_run(tmp_path, "a", 1, best_ood=(1, 1), best_val=(1, 1))
+    with pytest.raises(ValueError, match="best_ood"):
+        aggregate(load_runs(tmp_path), rule="best_test")
+
+
+def test_diverged_runs_are_counted(tmp_path):
+    fake_run(tmp_path, "a", 1, best_ood=(1.0, 0.5), best_val=(1.0, 0.5))
+    fake_run(tmp_path, "b", 2, best_ood=(0.1, 0.0), best_val=(0.1, 0.0), status="diverged")
+    row = aggregate(load_runs(tmp_path), by=["task"]).iloc[0]
+    assert row["diverged"] == 1 and row["seeds"] == 2

@@ -1,0 +1,195 @@
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.tasks import list_tasks
+from countlib.train import Trainer, train
+from countlib.train.checkpoint import CheckpointError, load_state
+from countlib.train.reload import evaluate_run, load_run_model
+
+
+def tiny(task="shifted_start", model="lstm", steps=12, every=6, **kwargs):
+    return RunConfig(
+        task=task,
+        model=model,
+        model_options={"hidden": 16},
+        optim=OptimConfig(steps=steps, batch_size=8, lr=1e-2),
+        eval=EvalConfig(every=every, batch_size=256),
+        **kwargs,
+    )
+
+
+def test_run_records_are_complete(tmp_path):
+    result = train(tiny(), tmp_path, device="cpu", progress=False)
+    run = result.run_dir
+    assert result.status == "complete" and not result.skipped
+    for path in (run.config, run.environment, run.train_log, run.eval_log, run.per_position):
+        assert path.exists(), path
+    assert run.last.exists() and run.best_val.exists() and run.best_ood.exists()
+    assert run.complete_marker.read_text().strip() == "complete"
+    summary = run.read_summary()
+    assert summary["steps"] == 12
+    assert {"step", "ind", "ood"} <= set(summary["best_ood"])
+    assert "test split" in summary["note"]
+    env = json.loads(run.environment.read_text())
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__
+    eval_lines = run.eval_log.read_text().splitlines()
+    assert eval_lines[0] == "step,split,metric,value"
+    steps = {int(line.split(",")[0]) for line in eval_lines[1:]}
+    assert steps == {0, 6, 12}
+    # The OOD split is scored at positions past the 51 training tokens only.
+    positions = [line.split(",") for line in run.per_position.read_text().splitlines()[1:]]
+    assert max(int(p[2]) for p in positions if p[1] == "ood") == 99
+
+
+def test_completed_run_is_skipped(tmp_path):
+    first = train(tiny(), tmp_path, device="cpu", progress=False)
+    stamp = first.run_dir.summary.stat().st_mtime_ns
+    again = train(tiny(), tmp_path, device="cpu", progress=False)
+    assert again.skipped and again.summary == first.summary
+    assert first.run_dir.summary.stat().st_mtime_ns == stamp
+
+
+PAPER_TASKS = [
+    "vanilla",
+    "vanilla_succession",
+    "helper_token",
+    "helper_token_shifted_start",
+    "shifted_start",
+    "mod10",
+    "selective",
+    "selective_mod4",
+]
+
+
+@pytest.mark.parametrize("task", [t.name for t in list_tasks() if "val" in t.splits])
+def test_trainer_runs_every_task(task, tmp_path):
+    result = train(tiny(task, steps=2, every=2), tmp_path, device="cpu", progress=False)
+    assert result.status == "complete"
+    assert math.isfinite(result.summary["final"]["ind"])
+
+
+@pytest.mark.parametrize("model", ["rnn", "gru"])
+def test_trainer_runs_other_recurrent_families(model, tmp_path):
+    assert train(tiny(model=model), tmp_path, device="cpu", progress=False).status == "complete"
+
+
+class PoisonedTrainer(Trainer):
+    """Injects a NaN weight at step 5, as an fp16 overflow would."""
+
+    def _train_step(self):
+        if self.step == 5:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return super()._train_step()
+
+
+def test_non_finite_loss_stops_and_marks_diverged(tmp_path):
+    trainer = PoisonedTrainer(tiny(steps=200, every=100), tmp_path, device="cpu", progress=False)
+    trainer.log_every = 10
+    result = trainer.run_training()
+    assert result.status == "diverged"
+    assert result.summary["steps"] == 10
+    assert "non-finite" in result.summary["reason"]
+    assert result.run_dir.complete_marker.read_text().strip() == "diverged"
+
+
+def _cli_train(runs_dir: Path, steps: int) -> list[str]:
+    return [
+        sys.executable, "-m", "countlib", "train", "--task", "mod10", "--model", "lstm",
+        "--hidden", "32", "--steps", str(steps), "--eval-every", "25", "--lr", "0.01",
+        "--runs-dir", str(runs_dir), "--device", "cpu", "--quiet", "--set", "dropout=0.1",
+        "--layers", "2",
+    ]  # fmt: skip
+
+
+def test_sigkill_and_resume_gives_identical_metrics(tmp_path):
+    steps = 600
+    reference = subprocess.run(_cli_train(tmp_path / "ref", steps), capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    (ref_run,) = (tmp_path / "ref").iterdir()
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_train(killed_dir, steps), stdout=subprocess.DEVNULL)
+    # Kill at a random moment after the first mid-training checkpoint has landed.
+    wanted = random.Random().choice([25, 50, 75, 100])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        lasts = list(killed_dir.glob("*/last.pt"))
+        if lasts and _checkpoint_step(lasts[0]) >= wanted:
+            break
+        time.sleep(0.05)
+    time.sleep(random.random() * 0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run,) = killed_dir.iterdir()
+    assert not (run / "COMPLETE").exists(), "the run finished before it could be killed"
+
+    resumed = subprocess.run(_cli_train(killed_dir, steps), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("eval.csv", "per_position.csv", "train.csv"):
+        assert (run / name).read_text() == (ref_run / name).read_text(), name
+    ref_summary = json.loads((ref_run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("final", "best_val", "best_ood", "steps"):
+        assert summary[key] == ref_summary[key]
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return load_state(path)["step"]
+    except (CheckpointError, FileNotFoundError, RuntimeError):
+        return -1
+
+
+def test_truncated_and_foreign_checkpoints_are_refused(tmp_path):
+    config = tiny(steps=12, every=6)
+    run = Trainer(config, tmp_path, device="cpu", progress=False).run
+    run.path.mkdir(parents=True)
+    run.last.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable countlib checkpoint"):
+        train(config, tmp_path, device="cpu", progress=False)
+
+    torch.save({"weights": torch.zeros(3)}, run.last)
+    with pytest.raises(CheckpointError, match="not a countlib checkpoint"):
+        train(config, tmp_path, device="cpu", progress=False)
+
+    other = train(tiny(steps=12, every=6, seed=99), tmp_path, device="cpu", progress=False)
+    run.last.write_bytes(other.run_dir.last.read_bytes())
+    with pytest.raises(CheckpointError, match="belongs to run"):
+        train(config, tmp_path, device="cpu", progress=False)
+
+
+def test_truncated_best_weights_are_refused(tmp_path):
+    result = train(tiny(), tmp_path, device="cpu", progress=False)
+    data = result.run_dir.best_val.read_bytes()
+    result.run_dir.best_val.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_run_model(result.run_dir.path, "best_val")
+
+
+def test_evaluate_run_reproduces_training_metrics(tmp_path, seed_data):
+    result = train(tiny(steps=30, every=30), tmp_path, device="cpu", progress=False)
+    report = evaluate_run(result.run_dir.path, checkpoint="last", device="cpu")
+    assert report.results["ood"].extrapolation_acc == pytest.approx(result.summary["final"]["ood"])
+    assert report.results["val"].acc == pytest.approx(result.summary["final"]["ind"])
+    released = evaluate_run(
+        result.run_dir.path,
+        data=seed_data / "counting_samesymbol_shiftedstart3" / "ood_test.txt",
+        device="cpu",
+    )
+    # The released OOD file holds the same multiset of lines as the generated split.
+    assert released.results["ood_test"].extrapolation_acc == pytest.approx(
+        result.summary["final"]["ood"]
+    )
+    assert report.table_path.exists()
