@@ -90,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _model_options(args: argparse.Namespace) -> dict[str, object]:
     options: dict[str, object] = {}
-    for key in ("layers", "hidden"):
+    for key in ("layers", "hidden", "heads", "pe"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     for item in args.set or []:
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True, help="model family, e.g. lstm, gru, rnn")
     tr.add_argument("--layers", type=int)
     tr.add_argument("--hidden", type=int, help="hidden size (d_model for attention models)")
+    tr.add_argument("--heads", type=int, help="attention heads (transformer)")
+    tr.add_argument("--pe", help="positional scheme (transformer): nope, sine, ape, rope, spe, ...")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="other model option")
     tr.add_argument("--steps", type=int, default=OptimConfig.steps)
     tr.add_argument("--batch-size", type=int, default=OptimConfig.batch_size)

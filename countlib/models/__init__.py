@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from countlib.models.rnn import GRUConfig, LSTMConfig, RecurrentModel, RNNConfig
+from countlib.models.transformer import Transformer, TransformerConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ MODELS: dict[str, Family] = {
     "rnn": Family(RNNConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
     "lstm": Family(LSTMConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
     "gru": Family(GRUConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
+    # protocol.md: AdamW 1e-4, weight decay 0.01 on every parameter, 3,000 warmup steps.
+    "transformer": Family(
+        TransformerConfig, Transformer, lr=1e-4, weight_decay=0.01, warmup_steps=3000
+    ),
 }
 
 

@@ -61,7 +61,9 @@ def evaluate_run(
     model.to(device)
     task = task_for(config)
     sets = _example_sets(task, config, data, splits)
-    collator = Collator(task, config.position_scheme)
+    collator = Collator(
+        task, config.position_scheme, max_positions=config.model_options.get("max_positions")
+    )
     results = {
         name: evaluate(
             model,

@@ -88,7 +88,11 @@ class Trainer:
             cpu=self.device == "cpu",
             mixed_precision=resolve_precision(self.config.precision, self.device),
         )
-        self.collator = Collator(self.task, self.config.position_scheme)
+        self.collator = Collator(
+            self.task,
+            self.config.position_scheme,
+            max_positions=self.config.model_options.get("max_positions"),
+        )
         self.splits = {
             name: self.task.split(name, seed=self.config.eval.seed) for name in self.task.splits
         }
