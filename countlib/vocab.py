@@ -26,9 +26,11 @@ class Vocab:
 
     tokens: tuple[str, ...]
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    token_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {tok: i for i, tok in enumerate(self.tokens)})
+        object.__setattr__(self, "token_set", frozenset(self.tokens))
 
     @classmethod
     def of(cls, *parts: Iterable[str]) -> Vocab:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.config import OptimConfig, RunConfig
 from countlib.models import UnknownModelError
 from countlib.tasks import UnknownTaskError
 
@@ -31,9 +31,9 @@ def test_unknown_model_option_lists_valid_options():
     [
         {"precision": "fp8"},
         {"position_scheme": "spiral"},
-        {"optim": OptimConfig(steps=0)},
+        {"optim": {"steps": 0}},
         {"optim": {"lr": -1.0}},
-        {"eval": EvalConfig(every=0)},
+        {"eval": {"every": 0}},
         {"model_options": {"dropout": 1.5}},
     ],
 )

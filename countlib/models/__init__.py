@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from countlib.models.rnn import GRUConfig, LSTMConfig, RecurrentModel, RNNConfig
+from countlib.models.s4 import S4Config, S4DConfig, S4Model
 from countlib.models.transformer import Transformer, TransformerConfig
 
 
@@ -33,6 +34,9 @@ MODELS: dict[str, Family] = {
     "rnn": Family(RNNConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
     "lstm": Family(LSTMConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
     "gru": Family(GRUConfig, RecurrentModel, lr=5e-3, weight_decay=0.0, warmup_steps=0),
+    # seed-spec 3.3: lr 0.01, weight decay 0.01, constant; SSM parameters get min(1e-3, lr).
+    "s4": Family(S4Config, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0),
+    "s4d": Family(S4DConfig, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0),
     # protocol.md: AdamW 1e-4, weight decay 0.01 on every parameter, 3,000 warmup steps.
     "transformer": Family(
         TransformerConfig, Transformer, lr=1e-4, weight_decay=0.01, warmup_steps=3000

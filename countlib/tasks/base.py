@@ -93,12 +93,11 @@ class Task(ABC):
             raise DataError("empty sequence")
         if len(inputs) > self.max_seq_len:
             raise DataError(f"{len(inputs)} tokens exceed max_seq_len {self.max_seq_len}")
-        for tok in inputs:
-            if tok not in self.vocab:
-                raise DataError(f"input token {tok!r} is not in the vocabulary")
-        for tok in labels:
-            if tok != UNSUPERVISED and tok not in self.vocab:
-                raise DataError(f"label {tok!r} is not in the vocabulary")
+        known = self.vocab.token_set
+        for tok in set(inputs) - known:
+            raise DataError(f"input token {tok!r} is not in the vocabulary")
+        for tok in set(labels) - known - {UNSUPERVISED}:
+            raise DataError(f"label {tok!r} is not in the vocabulary")
         expected = self.labels(inputs)
         for i, (got, want) in enumerate(zip(labels, expected, strict=True)):
             if want is not None and got != want:
