@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-NOTEBOOKS = ("train_rnn",)
+NOTEBOOKS = ("train_rnn", "train_transformer", "train_s4", "train_mamba", "train_rwkv")
 
 
 def execute_notebook(
