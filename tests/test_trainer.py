@@ -15,6 +15,7 @@ from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.tasks import list_tasks
 from countlib.train import Trainer, train
 from countlib.train.checkpoint import CheckpointError, load_state
+from countlib.train.records import RunLockedError
 from countlib.train.reload import evaluate_run, load_run_model
 
 
@@ -193,3 +194,11 @@ def test_evaluate_run_reproduces_training_metrics(tmp_path, seed_data):
         result.summary["final"]["ood"]
     )
     assert report.table_path.exists()
+
+
+def test_a_run_in_progress_is_locked_against_a_second_trainer(tmp_path):
+    config = tiny()
+    run = Trainer(config, tmp_path, device="cpu", progress=False).run
+    with run.lock(), pytest.raises(RunLockedError, match="another process"):
+        train(config, tmp_path, device="cpu", progress=False)
+    assert train(config, tmp_path, device="cpu", progress=False).status == "complete"

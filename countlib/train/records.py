@@ -17,13 +17,15 @@ Layout::
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,10 @@ def atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[
     atomic_write_text(path, buffer.getvalue())
 
 
+class RunLockedError(RuntimeError):
+    """The run is being trained by another process right now."""
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -66,6 +72,23 @@ class RunDir:
     best_val = property(lambda self: self.path / "best_val.safetensors")
     best_ood = property(lambda self: self.path / "best_ood.safetensors")
     complete_marker = property(lambda self: self.path / "COMPLETE")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive right to train this run; raises RunLockedError if another process has it.
+
+        An OS file lock, so it disappears with its process: a killed run never stays locked.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLockedError(f"{self.path} is being trained by another process") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def is_complete(self) -> bool:
         return self.complete_marker.exists()

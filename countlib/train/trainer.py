@@ -172,13 +172,16 @@ class Trainer:
         if self.run.is_complete():
             summary = self.run.read_summary()
             return TrainResult(self.run, summary["status"], summary, skipped=True)
-        self._build()
-        self._write_static_records()
-        if self.run.last.exists():
-            self._restore(load_state(self.run.last, self.hash))
-        elif self.step == 0:
-            self._evaluate_and_checkpoint()
-        return self._loop()
+        with self.run.lock():
+            if self.run.is_complete():  # another process finished it while we waited
+                return self.run_training()
+            self._build()
+            self._write_static_records()
+            if self.run.last.exists():
+                self._restore(load_state(self.run.last, self.hash))
+            else:
+                self._evaluate_and_checkpoint()
+            return self._loop()
 
     def _loop(self) -> TrainResult:
         cfg = self.config
