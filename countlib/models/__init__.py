@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from countlib.models.mamba import MambaConfig, MambaModel
 from countlib.models.rnn import GRUConfig, LSTMConfig, RecurrentModel, RNNConfig
 from countlib.models.s4 import S4Config, S4DConfig, S4Model
 from countlib.models.transformer import Transformer, TransformerConfig
@@ -37,6 +38,8 @@ MODELS: dict[str, Family] = {
     # seed-spec 3.3: lr 0.01, weight decay 0.01, constant; SSM parameters get min(1e-3, lr).
     "s4": Family(S4Config, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0),
     "s4d": Family(S4DConfig, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0),
+    # seed-spec 3.4: AdamW 1e-4, no weight decay, constant, fp32 in the original.
+    "mamba": Family(MambaConfig, MambaModel, lr=1e-4, weight_decay=0.0, warmup_steps=0),
     # protocol.md: AdamW 1e-4, weight decay 0.01 on every parameter, 3,000 warmup steps.
     "transformer": Family(
         TransformerConfig, Transformer, lr=1e-4, weight_decay=0.01, warmup_steps=3000

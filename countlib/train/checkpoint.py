@@ -57,7 +57,8 @@ def load_state(path: str | Path, config_hash: str | None = None) -> dict[str, An
 
 
 def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, str]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # clone: safetensors refuses tensors that share storage (tied embeddings and heads)
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     _atomic(
         Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, **metadata})
     )
