@@ -202,7 +202,8 @@ class Trainer:
             if self.step % self.log_every == 0 or at_eval:
                 mean_loss = loss_sum.item() / since_log
                 lr = self.scheduler.get_last_lr()[0]
-                self.train_rows.append([self.step, mean_loss, lr])
+                elapsed = round(time.perf_counter() - started, 3)
+                self.train_rows.append([self.step, mean_loss, lr, elapsed])
                 loss_sum.zero_()
                 since_log = 0
                 if not math.isfinite(mean_loss):
@@ -308,7 +309,9 @@ class Trainer:
         atomic_write_json(self.run.environment, env)
 
     def _write_history(self) -> None:
-        atomic_write_csv(self.run.train_log, ["step", "loss", "lr"], self.train_rows)
+        atomic_write_csv(
+            self.run.train_log, ["step", "loss", "lr", "elapsed_s"], self.train_rows
+        )
         atomic_write_csv(self.run.eval_log, ["step", "split", "metric", "value"], self.eval_rows)
         atomic_write_csv(
             self.run.per_position,
