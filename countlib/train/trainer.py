@@ -309,9 +309,7 @@ class Trainer:
         atomic_write_json(self.run.environment, env)
 
     def _write_history(self) -> None:
-        atomic_write_csv(
-            self.run.train_log, ["step", "loss", "lr", "elapsed_s"], self.train_rows
-        )
+        atomic_write_csv(self.run.train_log, ["step", "loss", "lr", "elapsed_s"], self.train_rows)
         atomic_write_csv(self.run.eval_log, ["step", "split", "metric", "value"], self.eval_rows)
         atomic_write_csv(
             self.run.per_position,
