@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--heads", type=int, help="attention heads (transformer)")
     tr.add_argument("--pe", help="positional scheme (transformer): nope, sine, ape, rope, spe, ...")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="other model option")
-    tr.add_argument("--steps", type=int, default=OptimConfig.steps)
+    tr.add_argument("--steps", type=int, help="optimizer steps; default: the model family's")
     tr.add_argument("--batch-size", type=int, default=OptimConfig.batch_size)
     tr.add_argument("--lr", type=float, help="default: the model family's")
     tr.add_argument("--weight-decay", type=float)

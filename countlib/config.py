@@ -27,10 +27,11 @@ PAPER_SEEDS = (1234, 12, 123, 42, 319)
 class OptimConfig:
     """AdamW with linear warmup then a constant rate; budget in optimizer steps.
 
-    ``lr``, ``weight_decay`` and ``warmup_steps`` of None take the model family's default.
+    ``steps``, ``lr``, ``weight_decay`` and ``warmup_steps`` of None take the model family's
+    default.
     """
 
-    steps: int = 20_000
+    steps: int | None = None
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float | None = None
@@ -40,7 +41,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
-        if self.steps < 1 or self.batch_size < 1:
+        if (self.steps is not None and self.steps < 1) or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
@@ -107,6 +108,7 @@ class RunConfig:
         default_scheme = getattr(model_cfg, "default_position_scheme", family.position_scheme)
         optim = dataclasses.replace(
             self.optim,
+            steps=family.steps if self.optim.steps is None else self.optim.steps,
             lr=family.lr if self.optim.lr is None else self.optim.lr,
             weight_decay=(
                 family.weight_decay if self.optim.weight_decay is None else self.optim.weight_decay

@@ -53,6 +53,12 @@ def test_resolve_fills_family_defaults_and_aliases():
     resolved = RunConfig(task="counting_samesymbol_shiftedstart3", model="lstm").resolve()
     assert resolved.task == "shifted_start"
     assert resolved.optim.lr == 5e-3 and resolved.optim.warmup_steps == 0
+    assert resolved.optim.steps == 10_000
+    transformer = RunConfig(task="mod10", model="transformer", model_options={"pe": "rope"})
+    resolved_t = transformer.resolve()
+    assert (resolved_t.optim.lr, resolved_t.optim.steps) == (1e-4, 312_500)
+    assert resolved_t.position_scheme == "shift"
+    assert resolved_t.model_options["max_positions"] == 128
     assert resolved.model_options == {"layers": 1, "hidden": 128, "dropout": 0.0, "cell": "lstm"}
     assert resolved.data_seed == resolved.seed
     assert resolved.position_scheme == "none"
