@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-NOTEBOOKS = ("train_rnn", "train_transformer", "train_s4", "train_mamba", "train_rwkv")
+NOTEBOOKS = (
+    "train_rnn",
+    "train_transformer",
+    "train_s4",
+    "train_mamba",
+    "train_rwkv",
+    "paper_tables",  # last: it tabulates the runs the others made
+)
 
 
 def execute_notebook(

@@ -1,0 +1,241 @@
+"""The paper's tables as specifications over run records, rendered for the book.
+
+A table is rows x columns, each a filter on the run table of `countlib.results.load_runs`
+(task, model, pe, layers, hidden, ...). A cell aggregates the seeds its filters select:
+best-of-k or median-of-k of IND / OOD at the chosen checkpoint rule. A cell without runs says
+"missing"; it never shows a number that was not produced.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from countlib.report import SUCCESS_OOD
+from countlib.results import aggregate
+
+Filter = dict[str, Any]
+
+PAPER_PES = [("NoPE", "nope"), ("SinePE", "sine"), ("APE", "ape"), ("RoPE", "rope"), ("SPE", "spe")]
+RECURRENT = [
+    ("RNN", "rnn"),
+    ("LSTM", "lstm"),
+    ("S4", "s4"),
+    ("Mamba", "mamba"),
+    ("RWKV-6", "rwkv6"),
+]
+TASKS = [
+    ("Vanilla + Succession", "vanilla_succession"),
+    ("Helper Token", "helper_token"),
+    ("Helper Token + Shifted Start", "helper_token_shifted_start"),
+    ("Shifted Start", "shifted_start"),
+    ("Modular (mod 10)", "mod10"),
+    ("Selective", "selective"),
+    ("Selective + Modular (mod 4)", "selective_mod4"),
+]
+LAYERS = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    key: str
+    title: str
+    rows: list[tuple[str, Filter]]
+    columns: list[tuple[str, Filter]]
+    statistic: str = "best"  # "best" or "median" of the seeds
+    note: str = ""
+
+
+def _rows(tasks: list[tuple[str, str]], layers=LAYERS) -> list[tuple[str, Filter]]:
+    return [
+        (f"{label}, {n}L", {"task": task, "layers": n}) for label, task in tasks for n in layers
+    ]
+
+
+def _pe_columns() -> list[tuple[str, Filter]]:
+    return [(label, {"model": "transformer", "pe": pe}) for label, pe in PAPER_PES]
+
+
+def paper_tables() -> list[TableSpec]:
+    bos_tasks = [
+        ("Vanilla + Succession", "vanilla_succession"),
+        ("Vanilla + Succession, BOS", "vanilla_succession_bos"),
+        ("Modular (mod 10)", "mod10"),
+        ("Modular (mod 10), BOS", "mod10_bos"),
+    ]
+    ratio = [
+        ("25 / 50", "shifted_start_tr25_te50"),
+        ("50 / 100", "shifted_start_tr50_te100"),
+        ("25 / 100", "shifted_start_tr25_te100"),
+        ("50 / 200", "shifted_start_tr50_te200"),
+        ("25 / 200", "shifted_start_tr25_te200"),
+    ]
+    return [
+        TableSpec("table2", "Table 2: Transformers, best of seeds", _rows(TASKS), _pe_columns()),
+        TableSpec(
+            "tableA2",
+            "Table A2: Transformers, median of seeds",
+            _rows(TASKS),
+            _pe_columns(),
+            statistic="median",
+        ),  # fmt: skip
+        TableSpec(
+            "tableA1",
+            "Table A1: recurrent models, best of seeds",
+            _rows(TASKS[1:]),
+            [(label, {"model": m}) for label, m in RECURRENT],
+        ),
+        TableSpec(
+            "tableA3",
+            "Table A3: recurrent models, median of seeds",
+            _rows(TASKS[1:]),
+            [(label, {"model": m}) for label, m in RECURRENT],
+            statistic="median",
+        ),
+        TableSpec(
+            "tableA4",
+            "Table A4: NoPE and RoPE without and with BOS",
+            _rows(bos_tasks),
+            [
+                (label, {"model": "transformer", "pe": pe})
+                for label, pe in PAPER_PES
+                if pe in {"nope", "rope"}
+            ],
+        ),  # fmt: skip
+        TableSpec(
+            "tableA5",
+            "Table A5: first-token recognition (homogeneous), 1 layer, 1 head",
+            [(f"d = {d}", {"task": "first_token_homogeneous", "hidden": d}) for d in (32, 4)],
+            _pe_columns(),
+        ),
+        TableSpec(
+            "tableA7",
+            "Table A7: Selective without and with BOS",
+            _rows([("Selective", "selective"), ("Selective, BOS", "selective_bos")], (1, 2)),
+            _pe_columns(),
+            note="The BOS variant follows the original's v1 recipe (variable lengths 1-50), so "
+            "it also changes the length distribution.",
+        ),
+        TableSpec(
+            "tableA8",
+            "Table A8: RoPE, 4 layers, Shifted Start with other train / OOD lengths",
+            [("RoPE 4L", {"model": "transformer", "pe": "rope", "layers": 4})],
+            [(label, {"task": task}) for label, task in ratio],
+        ),
+    ]
+
+
+def _select(runs: pd.DataFrame, *filters: Filter) -> pd.DataFrame:
+    mask = pd.Series(True, index=runs.index)
+    for key, value in {k: v for f in filters for k, v in f.items()}.items():
+        if key not in runs.columns:
+            return runs.iloc[0:0]
+        mask &= runs[key] == value
+    return runs[mask]
+
+
+def cell(runs: pd.DataFrame, spec: TableSpec, row: Filter, column: Filter, rule: str) -> dict:
+    """IND / OOD of one cell, or {"missing": True} when no finished run matches."""
+    chosen = _select(runs, row, column)
+    finished = chosen[chosen["status"] != "incomplete"] if len(chosen) else chosen
+    if not len(finished):
+        return {"missing": True, "incomplete": len(chosen)}
+    agg = aggregate(finished, by=["task"], rule=rule).iloc[0]
+    best_run = finished.loc[finished[f"{rule}_ood"].astype(float).fillna(-1).idxmax(), "run"]
+    return {
+        "missing": False,
+        "ind": agg[f"{spec.statistic}_ind"],
+        "ood": agg[f"{spec.statistic}_ood"],
+        "seeds": int(agg["seeds"]),
+        "runs": list(finished["run"]),
+        "best_run": best_run,
+        "incomplete": len(chosen) - len(finished),
+    }
+
+
+def table_frame(runs: pd.DataFrame, spec: TableSpec, rule: str = "best_ood") -> pd.DataFrame:
+    """The table as a DataFrame of cell dicts (rows x columns labels)."""
+    data = {
+        col_label: [cell(runs, spec, row, col, rule) for _, row in spec.rows]
+        for col_label, col in spec.columns
+    }
+    return pd.DataFrame(data, index=[label for label, _ in spec.rows])
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
+
+
+def render_html(frame: pd.DataFrame, spec: TableSpec, run_link: str = "provenance.html#") -> str:
+    """HTML table: cells 'IND / OOD' in percent, shaded where OOD >= 95 %, linked to runs."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = []
+    for label, row in frame.iterrows():
+        cells = []
+        for c in row:
+            if c["missing"]:
+                cells.append('<td class="cl-missing">missing</td>')
+                continue
+            ok = not pd.isna(c["ood"]) and c["ood"] >= SUCCESS_OOD
+            runs = html.escape(", ".join(c["runs"]))
+            text = f"{_fmt(c['ind'])} / {_fmt(c['ood'])}"
+            link = f'<a href="{run_link}{html.escape(c["best_run"])}" title="{runs}">{text}</a>'
+            style = ' style="background-color:#c8e6c9"' if ok else ""
+            cls = "cl-success" if ok else "cl-fail"
+            cells.append(
+                f'<td class="{cls}"{style}>{link}<br><small>{c["seeds"]} seed(s)</small></td>'
+            )
+        body.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(cells)}</tr>")
+    caption = html.escape(spec.title + (f" ({spec.note})" if spec.note else ""))
+    return (
+        f'<table class="countlib-table" id="{spec.key}"><caption>{caption}</caption>'
+        f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def config_labels(runs: pd.DataFrame) -> pd.Series:
+    """A short label per run: model, PE where there is one, depth."""
+    pe = runs["pe"].fillna("").astype(str) if "pe" in runs else pd.Series("", index=runs.index)
+    return (runs["model"] + " " + pe + " " + runs["layers"].astype(str) + "L").str.replace(
+        "  ", " "
+    )
+
+
+def seed_variance_plot(runs: pd.DataFrame, rule: str = "best_ood"):
+    """OOD accuracy of every seed of every configuration, one row per task."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = runs.assign(config=config_labels(runs))
+    fig, ax = plt.subplots(figsize=(9, 1 + 0.8 * data["task"].nunique()))
+    sns.stripplot(data=data, y="task", x=f"{rule}_ood", hue="config", ax=ax, dodge=True)
+    ax.set(xlabel="OOD accuracy", xlim=(-0.02, 1.02))
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def provenance_html(runs: pd.DataFrame) -> str:
+    """One row per run, anchored by its name, with the environment it ran in."""
+    columns = ["run", "status", "steps", "wall s", "device", "software"]
+    rows = []
+    for _, run in runs.iterrows():
+        env = json.loads((Path(run["path"]) / "environment.json").read_text())
+        cells = [
+            run["run"],
+            run["status"],
+            run["steps"],
+            run["wall_time_s"],
+            f"{env['device']} ({env['device_name']})",
+            f"torch {env['torch']}, countlib {env['countlib']}, {env['precision']}, "
+            f"backends {env['backends']}",
+        ]
+        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        rows.append(f'<tr id="{html.escape(run["run"])}">{tds}</tr>')
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p>No runs.</p>"

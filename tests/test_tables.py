@@ -1,0 +1,65 @@
+import pandas as pd
+
+from countlib import tables
+
+
+def runs_frame(rows):
+    base = {"status": "complete", "hidden": 64, "path": "/nowhere"}
+    frame = pd.DataFrame([base | row for row in rows])
+    for rule in ("best_ood", "best_val", "final"):
+        frame[f"{rule}_ind"] = frame.get(f"{rule}_ind", frame["best_ood_ind"])
+        frame[f"{rule}_ood"] = frame.get(f"{rule}_ood", frame["best_ood_ood"])
+    return frame
+
+
+ROWS = [
+    {"run": "r1", "task": "mod10", "model": "transformer", "pe": "rope", "layers": 1, "seed": 1,
+     "best_ood_ind": 1.0, "best_ood_ood": 0.97},
+    {"run": "r2", "task": "mod10", "model": "transformer", "pe": "rope", "layers": 1, "seed": 2,
+     "best_ood_ind": 0.9, "best_ood_ood": 0.10},
+    {"run": "r3", "task": "mod10", "model": "transformer", "pe": "rope", "layers": 1, "seed": 3,
+     "best_ood_ind": 0.8, "best_ood_ood": 0.20},
+    {"run": "r4", "task": "mod10", "model": "transformer", "pe": "nope", "layers": 1, "seed": 1,
+     "best_ood_ind": 0.5, "best_ood_ood": 0.5},
+]  # fmt: skip
+
+
+def test_paper_table_layouts():
+    specs = {spec.key: spec for spec in tables.paper_tables()}
+    assert set(specs) == {"table2", "tableA1", "tableA2", "tableA3", "tableA4", "tableA5",
+                          "tableA7", "tableA8"}  # fmt: skip
+    assert len(specs["table2"].rows) == 21 and len(specs["table2"].columns) == 5
+    assert len(specs["tableA1"].rows) == 18  # tasks 3-8 x 3 depths
+    assert [label for label, _ in specs["tableA1"].columns] == [
+        "RNN", "LSTM", "S4", "Mamba", "RWKV-6"]  # fmt: skip
+    assert specs["tableA2"].statistic == "median"
+
+
+def test_cells_aggregate_seeds_and_say_missing():
+    runs = runs_frame(ROWS)
+    spec = tables.TableSpec(
+        "t", "T", [("mod10 1L", {"task": "mod10", "layers": 1})],
+        [("RoPE", {"model": "transformer", "pe": "rope"}), ("APE", {"pe": "ape"})],
+    )  # fmt: skip
+    frame = tables.table_frame(runs, spec)
+    rope = frame.loc["mod10 1L", "RoPE"]
+    assert (rope["ind"], rope["ood"], rope["seeds"], rope["best_run"]) == (1.0, 0.97, 3, "r1")
+    assert frame.loc["mod10 1L", "APE"]["missing"]
+    median = tables.table_frame(runs, tables.TableSpec("m", "M", spec.rows, spec.columns, "median"))
+    assert median.loc["mod10 1L", "RoPE"]["ood"] == 0.2
+
+    page = tables.render_html(frame, spec)
+    assert 'class="cl-success"' in page and "97.0" in page and "100.0 / 97.0" in page
+    assert 'href="provenance.html#r1"' in page
+    assert '<td class="cl-missing">missing</td>' in page
+
+
+def test_unfinished_runs_are_not_shown_as_numbers():
+    runs = runs_frame([ROWS[0] | {"status": "incomplete"}])
+    spec = tables.TableSpec("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
+    assert tables.table_frame(runs, spec).iloc[0, 0]["missing"]
+
+
+def test_config_labels():
+    labels = tables.config_labels(runs_frame(ROWS))
+    assert list(labels[:1]) == ["transformer rope 1L"]
