@@ -1,11 +1,17 @@
 """The notebook runs under papermill with tiny parameters, and the book builds around it."""
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.browser import broken_links, browse, chromium
+
 REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("COUNTLIB_ARTIFACTS", REPO / "artifacts"))
 
 
 def test_notebook_executes_and_book_builds(tmp_path):
@@ -33,3 +39,16 @@ def test_notebook_executes_and_book_builds(tmp_path):
     assert "Accuracy per position" in page
     assert "<img" in page, "the per-position plot is missing from the rendered notebook"
     assert (html / "intro.html").exists() and (html / "tasks.html").exists()
+    tables_page = html / "generated" / "paper_tables.html"
+    text = tables_page.read_text()
+    assert "Table 2: Transformers, best of seeds" in text and "Table A8" in text
+    assert "cl-missing" in text, "tables without runs must say so"
+    assert "Scale: smoke" in text
+
+    assert broken_links(html) == []
+    if chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); browser checks skipped")
+    pages = sorted(html.glob("*.html")) + sorted((html / "generated").glob("*.html"))
+    shot = ARTIFACTS / "paper_tables.png"
+    assert browse(pages, screenshot=(tables_page, shot)) == {}
+    assert shot.stat().st_size > 10_000
