@@ -172,6 +172,36 @@ def cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from countlib.profiles import get_profile
+    from countlib.sweep import ExecutorUnavailableError, expand, format_plan, load_spec, run_sweep
+    from countlib.sweep import select as select_runs
+
+    runs = expand(load_spec(args.spec)) if args.spec else get_profile(args.profile)
+    runs = select_runs(
+        runs, tasks=args.task or (), families=args.family or (), tables=args.table or ()
+    )
+    if args.dry_run:
+        print(format_plan(runs, args.runs_dir))
+        return 0
+    try:
+        report = run_sweep(
+            runs,
+            args.runs_dir,
+            executor=args.executor,
+            device=args.device,
+            workers=args.workers,
+            address=args.address,
+            progress=args.executor == "sequential",
+            log=lambda line: print(line, flush=True),
+        )
+    except ExecutorUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.format())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="countlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     book.add_argument("--no-build", action="store_true", help="only execute the notebooks")
     book.set_defaults(func=cmd_book)
+
+    sw = sub.add_parser("sweep", help="train a grid of runs (a profile or a spec file)")
+    which = sw.add_mutually_exclusive_group(required=True)
+    which.add_argument("--profile", help="smoke, paper or paper-lite (countlib.profiles)")
+    which.add_argument("--spec", help="a sweep spec in YAML (see countlib.sweep)")
+    sw.add_argument("--task", action="append", help="only these tasks (repeatable)")
+    sw.add_argument("--family", action="append", help="only these model families (repeatable)")
+    sw.add_argument("--table", action="append", help="only these paper tables (repeatable)")
+    sw.add_argument("--runs-dir", default="runs")
+    sw.add_argument("--executor", choices=("sequential", "pool", "ray"), default="sequential")
+    sw.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    sw.add_argument("--workers", type=int, help="parallel runs (default: GPUs, or CPU cores)")
+    sw.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs and GPU-hours only")
+    sw.set_defaults(func=cmd_sweep)
     return parser
 
 

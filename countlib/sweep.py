@@ -1,0 +1,573 @@
+"""Sweeps: a declarative grid of runs, expanded to run configs and trained by an executor.
+
+A spec is a mapping (a Python dict or a YAML file)::
+
+    name: paper
+    steps: 312500
+    eval_every: 30000
+    seeds: [1234, 12, 123, 42, 319]
+    grid:
+      - {table: "2", task: [mod10, selective], model: transformer,
+         pe: [nope, rope], layers: [1, 2, 4], hidden: 1024, heads: 8}
+
+Top-level keys other than ``name``, ``description`` and ``grid`` are defaults of every grid
+entry. In an entry, every list value expands as a cartesian product. Keys that are fields of
+`RunConfig`, `OptimConfig` or `EvalConfig` go there (``seeds`` is ``seed``, ``eval_every`` is
+the evaluation interval, ``eval_batch_size`` its batch); ``table`` and ``family`` are tags kept
+with each run for filtering and for the book; every other key is a model option, validated by
+`RunConfig`. Runs with the same config hash are merged, their tables joined.
+
+`run_sweep` trains what is missing: complete runs are skipped, so running a sweep again resumes
+it. A failing run never stops the sweep; the report lists it with its run directory and
+traceback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.tasks import get_task
+from countlib.train import train
+from countlib.train.records import RunDir, RunLockedError
+from countlib.train.trainer import resolve_device
+
+META_KEYS = ("name", "description", "grid")
+TAG_KEYS = ("table", "family")
+RUN_KEYS = ("task", "model", "seed", "data_seed", "aux_share", "position_scheme", "precision")
+OPTIM_KEYS = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip")
+#: Spec key -> EvalConfig field.
+EVAL_KEYS = {
+    "eval_every": "every",
+    "eval_batch_size": "batch_size",
+    "shift_samples": "shift_samples",
+}
+#: Appendix tables that report the runs of a main table under another rule (median of 5).
+SAME_RUNS_AS = {"A2": "2", "A3": "A1"}
+
+EXECUTORS = ("sequential", "pool", "ray")
+RAY_INSTALL = "pip install ray (or: pip install 'ray[default]' for the dashboard)"
+
+# Outcome statuses of one run in a sweep.
+COMPLETED, SKIPPED, DIVERGED = "completed", "skipped", "diverged"
+FAILED, LOCKED = "failed", "locked"
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot be expanded; the message names the grid entry."""
+
+
+class ExecutorUnavailableError(ImportError):
+    """The requested executor's optional dependency is missing; the message says how to add it."""
+
+
+# -- grids ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepRun:
+    """One expanded run with the tags of every grid entry that produced it."""
+
+    config: RunConfig
+    tables: tuple[str, ...] = ()
+    family: str = ""
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.family = self.family or self.config.model
+        # the name embeds the config hash, which resolves the config: compute it once
+        self.name = self.config.run_name()
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    spec = yaml.safe_load(Path(path).read_text())
+    if not isinstance(spec, dict):
+        raise SpecError(f"{path}: a sweep spec must be a mapping with a 'grid' list")
+    return spec
+
+
+def expand(spec: Mapping[str, Any]) -> list[SweepRun]:
+    """Every run of ``spec``, duplicates merged, ordered seed by seed.
+
+    Seed-major order means that a sweep cut short has covered the whole grid once before it
+    starts on the next seed.
+    """
+    grid = spec.get("grid")
+    if not isinstance(grid, list) or not grid:
+        raise SpecError(f"spec {spec.get('name', '?')!r} needs a non-empty 'grid' list")
+    defaults = _normalise({k: v for k, v in spec.items() if k not in META_KEYS})
+    merged: dict[str, SweepRun] = {}
+    for index, entry in enumerate(grid):
+        if not isinstance(entry, Mapping):
+            raise SpecError(f"grid entry {index}: expected a mapping, got {entry!r}")
+        for run in _expand_entry(index, {**defaults, **_normalise(entry)}):
+            if run.name in merged:
+                known = merged[run.name]
+                known.tables += tuple(t for t in run.tables if t not in known.tables)
+            else:
+                merged[run.name] = run
+    seed_order: dict[int, int] = {}
+    for run in merged.values():
+        seed_order.setdefault(run.config.seed, len(seed_order))
+    return sorted(merged.values(), key=lambda run: seed_order[run.config.seed])
+
+
+def _normalise(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {("seed" if key == "seeds" else key): value for key, value in entry.items()}
+
+
+def _expand_entry(index: int, entry: dict[str, Any]) -> list[SweepRun]:
+    tags = {key: entry.pop(key) for key in TAG_KEYS if key in entry}
+    where = f"grid entry {index}" + (f" (table {tags['table']})" if "table" in tags else "")
+    for key, value in tags.items():
+        if not isinstance(value, str | int):
+            raise SpecError(f"{where}: tag {key!r} must be a single value, got {value!r}")
+    missing = [key for key in ("task", "model") if key not in entry]
+    if missing:
+        raise SpecError(f"{where}: missing {' and '.join(missing)}")
+    keys = list(entry)
+    choices = [v if isinstance(v, list | tuple) else [v] for v in entry.values()]
+    runs = []
+    for values in itertools.product(*choices):
+        flat = dict(zip(keys, values, strict=True))
+        try:
+            config = _run_config(flat)
+            table = (str(tags["table"]),) if "table" in tags else ()
+            runs.append(SweepRun(config, table, str(tags.get("family", ""))))
+        except (TypeError, ValueError, KeyError) as err:
+            varying = {k: v for k, v, c in zip(keys, values, choices, strict=True) if len(c) > 1}
+            detail = f", run {varying}" if varying else ""
+            raise SpecError(f"{where}{detail}: {err}") from err
+    return runs
+
+
+def _run_config(flat: Mapping[str, Any]) -> RunConfig:
+    run: dict[str, Any] = {}
+    optim: dict[str, Any] = {}
+    evaluation: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in RUN_KEYS:
+            run[key] = value
+        elif key in OPTIM_KEYS:
+            optim[key] = value
+        elif key in EVAL_KEYS:
+            evaluation[EVAL_KEYS[key]] = value
+        else:
+            options[key] = value
+    return RunConfig(
+        **run, model_options=options, optim=OptimConfig(**optim), eval=EvalConfig(**evaluation)
+    )
+
+
+def select(
+    runs: Iterable[SweepRun],
+    *,
+    tasks: Sequence[str] = (),
+    families: Sequence[str] = (),
+    tables: Sequence[str] = (),
+) -> list[SweepRun]:
+    """The runs matching every given filter (any value within a filter).
+
+    Tasks match by any of their names; tables A2 and A3 select the runs of Tables 2 and A1,
+    which they report under another rule. A value that matches no run is an error, so that a
+    typo never silently selects nothing.
+    """
+    runs = list(runs)
+    wanted_tasks = {get_task(t).name for t in tasks}
+    wanted_tables = {SAME_RUNS_AS.get(t.upper(), t.upper()) for t in map(str, tables)}
+    _check_known("task", wanted_tasks, {r.config.task for r in runs}, lambda t: get_task(t).name)
+    _check_known("family", set(families), {r.family for r in runs})
+    _check_known("table", wanted_tables, {t.upper() for r in runs for t in r.tables})
+    return [
+        run
+        for run in runs
+        if (not tasks or get_task(run.config.task).name in wanted_tasks)
+        and (not families or run.family in families)
+        and (not tables or wanted_tables & {t.upper() for t in run.tables})
+    ]
+
+
+def _check_known(
+    kind: str, wanted: set[str], present: set[str], canonical: Callable[[str], str] = str
+) -> None:
+    known = {canonical(value) for value in present}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(f"no run has {kind} {', '.join(unknown)}; present: {sorted(known)}")
+
+
+def tag_table(runs: Iterable[SweepRun]) -> pd.DataFrame:
+    """One row per (run, table) tag; join with `countlib.results.load_runs` on ``run``."""
+    rows = [
+        {"run": run.name, "table": table, "family": run.family}
+        for run in runs
+        for table in run.tables or ("",)
+    ]
+    return pd.DataFrame(rows, columns=["run", "table", "family"])
+
+
+# -- estimates ---------------------------------------------------------------------------------
+
+#: Seconds per optimizer step outside the layers (data, optimizer, evaluation share). Fitted to
+#: seed-spec 1.9: a d = 1024 Transformer of 312,500 steps on a V100 took about 1.5-3 h with
+#: 1 layer, 2.4-3.7 h with 2 and 4.3 h with 4 layers, i.e. about 18 ms + 7.9 ms per layer.
+STEP_OVERHEAD_S = 0.018
+#: Seconds per step and layer. The Transformer's is measured (above) at d = 1024 and scales with
+#: (hidden / 1024)^2; the recurrent ones were never timed by the authors and are assumptions for
+#: hidden 128 (cuDNN RNN/LSTM, S4's FFT convolution, the Mamba and RWKV kernels).
+LAYER_STEP_S = {
+    "transformer": 0.0079,
+    "rnn": 0.002,
+    "lstm": 0.002,
+    "gru": 0.002,
+    "s4": 0.004,
+    "s4d": 0.004,
+    "mamba": 0.004,
+    "rwkv6": 0.006,
+    "rwkv5": 0.006,
+}
+DEFAULT_LAYER_STEP_S = 0.006
+
+
+def step_seconds(config: RunConfig) -> float:
+    """Estimated V100 seconds per optimizer step, evaluation included (see LAYER_STEP_S)."""
+    options = config.resolve().model_options
+    per_layer = LAYER_STEP_S.get(config.model, DEFAULT_LAYER_STEP_S)
+    if config.model == "transformer":
+        per_layer *= (options["hidden"] / 1024) ** 2
+    return STEP_OVERHEAD_S + per_layer * options.get("layers", 1)
+
+
+def gpu_hours(runs: Iterable[SweepRun]) -> float:
+    return sum(step_seconds(run.config) * run.config.optim.steps for run in runs) / 3600
+
+
+def format_plan(runs: Sequence[SweepRun], runs_dir: str | Path) -> str:
+    """The dry-run listing: one line per run with its state in ``runs_dir``, then the totals.
+
+    State: ``done`` (final), ``part`` (has a checkpoint to resume from) or ``todo``.
+    """
+    lines = [f"state {'table':<6} {'task':<27} {'model':<11} {'options':<32} seed       steps"]
+    left = []
+    for run in runs:
+        run_dir = RunDir(Path(runs_dir) / run.name)
+        state = "done" if run_dir.is_complete() else "part" if run_dir.last.exists() else "todo"
+        if state != "done":
+            left.append(run)
+        config = run.config
+        options = " ".join(f"{k}={v}" for k, v in config.model_options.items())
+        lines.append(
+            f"{state}  {','.join(run.tables) or '-':<6} {config.task:<27} {config.model:<11} "
+            f"{options:<32} seed={config.seed:<5} steps={config.optim.steps:<7} {run.name}"
+        )
+    lines.append(
+        f"{len(runs)} runs, {len(runs) - len(left)} final, {len(left)} to train; estimated "
+        f"{gpu_hours(runs):,.1f} V100 GPU-hours in all, at most {gpu_hours(left):,.1f} left "
+        "(per-step times: countlib.sweep.STEP_OVERHEAD_S and LAYER_STEP_S)"
+    )
+    return "\n".join(lines)
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    run_dir: Path
+    #: completed, skipped (complete before this sweep), diverged, failed or locked.
+    status: str
+    #: The status in the run's summary (complete or diverged), None if it has none.
+    run_status: str | None = None
+    #: The traceback of a failed run, or why a locked run was left alone.
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SweepReport:
+    outcomes: list[RunOutcome]
+
+    def by_status(self, status: str) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    completed = property(lambda self: self.by_status(COMPLETED))
+    skipped = property(lambda self: self.by_status(SKIPPED))
+    diverged = property(lambda self: self.by_status(DIVERGED))
+    failed = property(lambda self: self.by_status(FAILED))
+    locked = property(lambda self: self.by_status(LOCKED))
+
+    @property
+    def ok(self) -> bool:
+        """Every run is now final (complete or diverged) and none failed."""
+        return not self.failed and not self.locked
+
+    def format(self) -> str:
+        lines = [
+            f"{len(self.outcomes)} runs: {len(self.completed)} completed, "
+            f"{len(self.skipped)} skipped (already final), {len(self.diverged)} diverged, "
+            f"{len(self.failed)} failed, {len(self.locked)} locked by another sweep"
+        ]
+        earlier = [o for o in self.skipped if o.run_status == DIVERGED]
+        if earlier:
+            lines.append(f"{len(earlier)} of the skipped runs had diverged earlier")
+        for outcome in self.diverged + earlier:
+            lines.append(f"diverged: {outcome.run_dir}")
+        for outcome in self.locked:
+            lines.append(f"locked: {outcome.run_dir} (being trained by another process)")
+        for outcome in self.failed:
+            lines.append(f"failed: {outcome.run_dir}\n{outcome.error}")
+        return "\n".join(lines)
+
+
+def run_one(
+    config: RunConfig, runs_dir: str | Path, device: str = "auto", progress: bool = False
+) -> RunOutcome:
+    """Train one run and say how it went; never raises for a failure of the run itself."""
+    name = config.run_name()
+    run_dir = Path(runs_dir) / name
+    started = time.perf_counter()
+    try:
+        result = train(config, runs_dir, device=device, progress=progress)
+    except RunLockedError as err:
+        return RunOutcome(name, run_dir, LOCKED, error=str(err))
+    except Exception:
+        elapsed = time.perf_counter() - started
+        return RunOutcome(name, run_dir, FAILED, error=traceback.format_exc(), seconds=elapsed)
+    final = COMPLETED if result.status == "complete" else DIVERGED
+    status = SKIPPED if result.skipped else final
+    return RunOutcome(name, run_dir, status, result.status, seconds=time.perf_counter() - started)
+
+
+def _already_final(run: SweepRun, runs_dir: Path) -> RunOutcome | None:
+    """The outcome of a run complete on disk, found without starting a worker for it."""
+    run_dir = RunDir(runs_dir / run.name)
+    if not run_dir.is_complete():
+        return None
+    return RunOutcome(run.name, run_dir.path, SKIPPED, run_dir.read_summary()["status"])
+
+
+def run_sweep(
+    runs: Iterable[SweepRun | RunConfig],
+    runs_dir: str | Path = "runs",
+    *,
+    executor: str = "sequential",
+    device: str = "auto",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> SweepReport:
+    """Train every run of the sweep that is not final yet and report on all of them.
+
+    ``executor``: ``sequential`` trains in this process; ``pool`` starts one process per run,
+    ``workers`` at a time: one per visible GPU (``CUDA_VISIBLE_DEVICES`` set per process) or,
+    on CPU, ``workers`` processes (default: one per core) with cores / workers torch threads
+    each; ``ray`` submits each run as a Ray task with one GPU, or one CPU and one thread, to the
+    cluster at ``address`` (None: a local instance with ``workers`` CPUs). With Ray, countlib
+    must be installed on every node and ``runs_dir`` must be on a shared file system.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    runs_dir = Path(runs_dir).resolve()
+    unique = {r.name: r for r in (r if isinstance(r, SweepRun) else SweepRun(r) for r in runs)}
+    ordered = list(unique.values())
+    outcomes: dict[str, RunOutcome] = {}
+
+    def record(outcome: RunOutcome) -> None:
+        outcomes[outcome.name] = outcome
+        if log is not None:
+            line = f"[{len(outcomes)}/{len(ordered)}] {outcome.status:<9} {outcome.name}"
+            log(line + (f" ({outcome.seconds:.0f} s)" if outcome.seconds else ""))
+
+    todo = []
+    for run in ordered:
+        final = _already_final(run, runs_dir)
+        if final is None:
+            todo.append(run)
+        else:
+            record(final)
+    if todo and executor == "sequential":
+        for run in todo:
+            record(run_one(run.config, runs_dir, device, progress))
+    elif todo and executor == "pool":
+        _run_pool(todo, runs_dir, device, workers, progress, record)
+    elif todo:
+        _run_ray(todo, runs_dir, device, workers, address, record)
+    return SweepReport([outcomes[run.name] for run in ordered])
+
+
+# -- the pool executor: one fresh process per run -------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a pool process trains: its device, visible GPU and torch threads."""
+
+    device: str
+    visible_gpu: str | None
+    threads: int
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _visible_gpus() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def _pool_slots(device: str, workers: int | None) -> list[_Slot]:
+    device = resolve_device(device)
+    if device == "cpu":
+        count = workers or _cores()
+        return [_Slot("cpu", None, max(1, _cores() // count))] * count
+    gpus = _visible_gpus()
+    if ":" in device:  # one named GPU: every worker shares it
+        gpus = [gpus[int(device.split(":")[1])]]
+    count = workers or len(gpus)
+    threads = max(1, _cores() // count)
+    return [_Slot("cuda", gpus[index % len(gpus)], threads) for index in range(count)]
+
+
+def _pool_child(
+    sender: Connection, config: RunConfig, runs_dir: Path, slot: _Slot, progress: bool
+) -> None:
+    # spawned, so CUDA is not initialised yet and still honours the variable
+    if slot.visible_gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible_gpu
+    torch.set_num_threads(slot.threads)
+    sender.send(run_one(config, runs_dir, slot.device, progress))
+    sender.close()
+
+
+def _run_pool(
+    runs: list[SweepRun],
+    runs_dir: Path,
+    device: str,
+    workers: int | None,
+    progress: bool,
+    record: Callable[[RunOutcome], None],
+) -> None:
+    # A process per run: a run that crashes its process (out of memory, a segfault in a
+    # kernel) takes only itself down. Spawn, not fork: CUDA cannot be used after a fork.
+    context = multiprocessing.get_context("spawn")
+    free = _pool_slots(device, workers)
+    pending = deque(runs)
+    running: dict[Connection, tuple[SweepRun, Any, _Slot]] = {}
+    try:
+        while pending or running:
+            while pending and free:
+                run, slot = pending.popleft(), free.pop()
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_pool_child, args=(sender, run.config, runs_dir, slot, progress)
+                )
+                process.start()
+                sender.close()  # only the child holds it now, so its death reads as EOF here
+                running[receiver] = (run, process, slot)
+            for receiver in wait(list(running)):
+                run, process, slot = running.pop(receiver)
+                try:
+                    outcome = receiver.recv()
+                except EOFError:
+                    process.join()
+                    outcome = RunOutcome(
+                        run.name,
+                        runs_dir / run.name,
+                        FAILED,
+                        error=f"worker process exited with code {process.exitcode} "
+                        "before reporting (killed, out of memory or crashed)",
+                    )
+                process.join()
+                receiver.close()
+                free.append(slot)
+                record(outcome)
+    finally:
+        # interrupted: stop the runs in flight; each resumes from its last checkpoint
+        for _, process, _ in running.values():
+            process.terminate()
+            process.join()
+
+
+# -- the Ray executor -------------------------------------------------------------------------
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise ExecutorUnavailableError(
+            f"the ray executor needs the optional dependency ray: {RAY_INSTALL}"
+        ) from err
+    return ray
+
+
+def _ray_task(config: RunConfig, runs_dir: Path, device: str) -> RunOutcome:
+    # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU; every task holds one CPU
+    torch.set_num_threads(1)
+    return run_one(config, runs_dir, device)
+
+
+def _run_ray(
+    runs: list[SweepRun],
+    runs_dir: Path,
+    device: str,
+    workers: int | None,
+    address: str | None,
+    record: Callable[[RunOutcome], None],
+) -> None:
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        starts_local = address is None and not os.environ.get("RAY_ADDRESS")
+        # a new local instance takes its size from us; an existing cluster refuses such options
+        local = {"include_dashboard": False, "num_cpus": workers} if starts_local else {}
+        ray.init(address=address, **local)
+    try:
+        # the cluster, not this driver, decides whether "auto" means GPUs
+        use_gpu = device.startswith("cuda") or (
+            device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
+        )
+        resources = {"num_cpus": 1, "num_gpus": 1 if use_gpu else 0}
+        task = ray.remote(**resources)(_ray_task)
+        run_device = "cuda" if use_gpu else "cpu"
+        submitted = {task.remote(run.config, runs_dir, run_device): run for run in runs}
+        waiting = list(submitted)
+        try:
+            while waiting:
+                done, waiting = ray.wait(waiting, num_returns=1)
+                run = submitted[done[0]]
+                try:
+                    outcome = ray.get(done[0])
+                except Exception as err:  # the worker died: Ray's error holds the traceback
+                    outcome = RunOutcome(run.name, runs_dir / run.name, FAILED, error=str(err))
+                record(outcome)
+        except BaseException:
+            # interrupted: a cluster would otherwise go on training runs nobody waits for
+            for ref in waiting:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,326 @@
+import sys
+from collections import Counter
+
+import pytest
+import torch
+import yaml
+
+import countlib.sweep
+from countlib.cli import main
+from countlib.config import PAPER_SEEDS, RunConfig
+from countlib.models import MODELS
+from countlib.profiles import PAPER_PES, get_profile
+from countlib.sweep import (
+    ExecutorUnavailableError,
+    SpecError,
+    expand,
+    gpu_hours,
+    load_spec,
+    run_sweep,
+    select,
+    tag_table,
+)
+from countlib.train.records import RunDir
+
+# Two configs on one task and one on another, each a few seconds of CPU at most.
+TINY = {
+    "name": "tiny",
+    "steps": 4,
+    "eval_every": 4,
+    "batch_size": 4,
+    "eval_batch_size": 256,
+    "seeds": [1],
+    "grid": [
+        {"table": "t1", "task": "shifted_start", "model": ["rnn", "lstm"], "hidden": 8},
+        {"table": "t2", "task": "mod10", "model": "lstm", "hidden": 8},
+    ],
+}
+
+needs_paper_families = pytest.mark.skipif(
+    not {"mamba", "rwkv6"} <= set(MODELS),
+    reason="the mamba and rwkv6 families are not registered in countlib.models yet",
+)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- grids ------------------------------------------------------------------------------------
+
+
+def test_lists_expand_as_a_cartesian_product_seed_by_seed():
+    spec = {
+        "seeds": [1, 2],
+        "steps": 7,
+        "grid": [{"task": ["mod10", "selective"], "model": "lstm", "hidden": [8, 16]}],
+    }
+    runs = expand(spec)
+    assert len(runs) == 2 * 2 * 2
+    combos = {(r.config.task, r.config.model_options["hidden"], r.config.seed) for r in runs}
+    assert len(combos) == 8
+    # every config of seed 1 comes before any of seed 2
+    assert [r.config.seed for r in runs] == [1] * 4 + [2] * 4
+
+
+def test_keys_go_to_run_optim_eval_or_model_options():
+    spec = {
+        "steps": 100,
+        "lr": 1e-3,
+        "grid": [
+            {
+                "task": "mod10",
+                "model": "transformer",
+                "pe": "rope",
+                "layers": 2,
+                "hidden": 32,
+                "heads": 4,
+                "weight_decay": 0.0,
+                "warmup_steps": 5,
+                "batch_size": 16,
+                "eval_every": 50,
+                "shift_samples": 2,
+                "precision": "fp32",
+                "position_scheme": "randomized",
+                "seed": 9,
+                "steps": 200,  # an entry overrides the spec's default
+            }
+        ],
+    }
+    (run,) = expand(spec)
+    config = run.config
+    assert config.model_options == {"pe": "rope", "layers": 2, "hidden": 32, "heads": 4}
+    assert (config.optim.steps, config.optim.lr, config.optim.weight_decay) == (200, 1e-3, 0.0)
+    assert (config.optim.warmup_steps, config.optim.batch_size) == (5, 16)
+    assert (config.eval.every, config.eval.shift_samples) == (50, 2)
+    assert (config.precision, config.position_scheme, config.seed) == ("fp32", "randomized", 9)
+
+
+def test_runs_keep_their_tags_and_duplicates_merge():
+    spec = {
+        "grid": [
+            {"table": "2", "task": ["mod10", "selective"], "model": "lstm", "hidden": 8},
+            {"table": "A4", "task": ["mod10", "mod10_bos"], "model": "lstm", "hidden": 8},
+            {"table": "A4", "task": "mod10", "model": "lstm", "hidden": 8, "family": "mine"},
+        ]
+    }
+    runs = {r.config.task: r for r in expand(spec)}
+    assert len(runs) == 3  # mod10 appears three times, one config
+    assert runs["mod10"].tables == ("2", "A4")
+    assert runs["selective"].tables == ("2",) and runs["mod10_bos"].tables == ("A4",)
+    assert runs["mod10"].family == "lstm"  # the first occurrence's tags win
+    tags = tag_table(runs.values())
+    assert sorted(tags[tags.run == runs["mod10"].name].table) == ["2", "A4"]
+
+
+def test_an_alias_and_its_canonical_name_are_one_run():
+    spec = {"grid": [{"task": ["mod10", "counting_samesymbol_mod10"], "model": "lstm"}]}
+    assert len(expand(spec)) == 1
+
+
+def test_validation_errors_name_the_grid_entry():
+    good = {"task": "mod10", "model": "lstm"}
+    bad = {"table": "X", "task": "mod10", "model": "transformer", "heads": 4, "hidden": [32, 30]}
+    with pytest.raises(SpecError, match=r"grid entry 1 \(table X\), run \{'hidden': 30\}: hidden"):
+        expand({"grid": [good, bad]})
+    with pytest.raises(SpecError, match="grid entry 0: model 'lstm' has no option.*pe"):
+        expand({"grid": [{**good, "pe": "rope"}]})
+    with pytest.raises(SpecError, match="grid entry 0: missing model"):
+        expand({"grid": [{"task": "mod10"}]})
+    with pytest.raises(SpecError, match="grid entry 0.*unknown task 'mod9'"):
+        expand({"grid": [{"task": "mod9", "model": "lstm"}]})
+    with pytest.raises(SpecError, match="grid entry 0.*steps"):
+        expand({"steps": 0, "grid": [good]})
+    with pytest.raises(SpecError, match="non-empty 'grid'"):
+        expand({"name": "empty", "grid": []})
+
+
+def test_a_yaml_spec_expands_like_the_dict(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert [r.name for r in expand(load_spec(path))] == [r.name for r in expand(TINY)]
+
+
+# -- profiles and selection -------------------------------------------------------------------
+
+
+@needs_paper_families
+def test_paper_profile_is_the_protocol_grid():
+    runs = get_profile("paper")
+    # 232 configs: Table 2 105, A1 90, A4 12 new (BOS), A5 10, A7 10 new (BOS), A8 5
+    assert len(runs) == 232 * 5 == 1160
+    per_table = Counter(t for r in runs for t in r.tables)
+    assert per_table == {"2": 525, "A1": 450, "A4": 120, "A5": 50, "A7": 100, "A8": 25}
+    assert {r.config.seed for r in runs} == set(PAPER_SEEDS)
+    assert {(r.config.optim.steps, r.config.eval.every) for r in runs} == {(312_500, 30_000)}
+    table2 = [r.config for r in runs if "2" in r.tables]
+    assert {c.model_options["pe"] for c in table2} == set(PAPER_PES)
+    assert {(c.model_options["hidden"], c.model_options["heads"]) for c in table2} == {(1024, 8)}
+    assert {r.family for r in runs if "A1" in r.tables} == {"rnn", "lstm", "s4", "mamba", "rwkv6"}
+    assert 2_000 < gpu_hours(runs) < 5_000
+
+
+@needs_paper_families
+def test_paper_lite_is_the_same_grid_for_one_gpu_day():
+    paper, lite = get_profile("paper"), get_profile("paper-lite")
+    assert len(lite) == len(paper) // 5
+    assert {r.config.task for r in lite} == {r.config.task for r in paper}
+    assert gpu_hours(lite) <= 24
+
+
+@needs_paper_families
+def test_smoke_profile_covers_every_family_at_tiny_size():
+    runs = get_profile("smoke")
+    assert {r.family for r in runs} == {"rnn", "lstm", "s4", "mamba", "rwkv6", "transformer"}
+    pes = {r.config.model_options["pe"] for r in runs if r.family == "transformer"}
+    assert pes == set(PAPER_PES)
+    assert len(runs) == 7 * 5 + 6 * 5  # Transformers on tasks 2-8, recurrent ones on 3-8
+    assert all(r.config.model_options["hidden"] <= 64 for r in runs)
+    assert {(r.config.optim.steps, r.config.seed) for r in runs} == {(300, PAPER_SEEDS[0])}
+
+
+@needs_paper_families
+def test_select_filters_the_paper_profile():
+    runs = get_profile("paper")
+    assert len(select(runs, tables=["A8"])) == 25
+    # Tables A2 and A3 report the runs of Tables 2 and A1 by the median
+    assert select(runs, tables=["A2"]) == select(runs, tables=["2"])
+    assert select(runs, tables=["a3"]) == select(runs, tables=["A1"])
+    by_alias = select(runs, tasks=["counting_samesymbol_mod10"], families=["lstm"])
+    assert len(by_alias) == 3 * 5 and {r.config.task for r in by_alias} == {"mod10"}
+    mod10_a4 = select(runs, tasks=["mod10", "mod10_bos"], tables=["A4"])
+    assert len(mod10_a4) == 2 * 3 * 2 * 5
+
+
+def test_select_rejects_values_no_run_has():
+    runs = expand(TINY)
+    assert [r.config.model for r in select(runs, families=["rnn"])] == ["rnn"]
+    assert len(select(runs, tables=["T1"])) == 2
+    with pytest.raises(ValueError, match="no run has family gru"):
+        select(runs, families=["gru"])
+    with pytest.raises(ValueError, match="no run has table A8"):
+        select(runs, tables=["A8"])
+
+
+def test_unknown_profile_is_an_error():
+    with pytest.raises(ValueError, match="smoke, paper, paper-lite"):
+        get_profile("papr")
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def test_dry_run_lists_every_run_with_totals(tmp_path, capsys):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    assert main(["sweep", "--spec", str(spec), "--runs-dir", str(tmp_path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = expand(TINY)
+    assert len(lines) == 1 + len(runs) + 1
+    for line, run in zip(lines[1:], runs, strict=False):
+        assert line.startswith("todo") and line.endswith(run.name)
+        assert run.config.task in line and run.config.model in line and "hidden=8" in line
+        assert "seed=1" in line and "steps=4" in line
+    assert lines[-1].startswith("3 runs, 0 final, 3 to train; estimated")
+    assert "GPU-hours" in lines[-1]
+    assert not list(tmp_path.glob("*/"))  # a dry run trains nothing
+
+    main(["sweep", "--spec", str(spec), "--table", "t2", "--dry-run"])
+    assert capsys.readouterr().out.count("mod10") == 2  # its line and the run name
+
+
+def test_a_sweep_trains_what_is_missing_and_skips_the_rest(tmp_path, capsys, one_thread):
+    runs = expand(TINY)
+    first = run_sweep(runs[:2], tmp_path, device="cpu")
+    assert [o.status for o in first.outcomes] == ["completed", "completed"]
+    assert all(RunDir(o.run_dir).is_complete() for o in first.outcomes)
+    stamps = [RunDir(o.run_dir).summary.stat().st_mtime_ns for o in first.outcomes]
+
+    second = run_sweep(runs, tmp_path, device="cpu")
+    assert [o.status for o in second.outcomes] == ["skipped", "skipped", "completed"]
+    assert second.ok and [o.run_status for o in second.outcomes] == ["complete"] * 3
+    assert stamps == [RunDir(o.run_dir).summary.stat().st_mtime_ns for o in first.outcomes]
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    assert main(["sweep", "--spec", str(spec), "--runs-dir", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs: 0 completed, 3 skipped (already final)" in out
+
+
+def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch, one_thread):
+    runs = expand(TINY)
+    broken = runs[1]
+    real_train = countlib.sweep.train
+
+    def train(config: RunConfig, runs_dir, **kwargs):
+        if config.run_name() == broken.name:
+            raise RuntimeError("boom in the middle of training")
+        return real_train(config, runs_dir, **kwargs)
+
+    monkeypatch.setattr(countlib.sweep, "train", train)
+    report = run_sweep(runs, tmp_path, device="cpu")
+    assert [o.status for o in report.outcomes] == ["completed", "failed", "completed"]
+    (failure,) = report.failed
+    assert failure.run_dir == tmp_path / broken.name
+    assert "RuntimeError: boom in the middle of training" in failure.error
+    assert "Traceback" in failure.error
+    assert not report.ok
+    text = report.format()
+    assert "1 failed" in text and f"failed: {failure.run_dir}" in text
+
+
+def test_a_run_locked_by_another_sweep_is_reported(tmp_path, one_thread):
+    runs = expand(TINY)[:2]
+    with RunDir(tmp_path / runs[0].name).lock():
+        report = run_sweep(runs, tmp_path, device="cpu")
+    assert [o.status for o in report.outcomes] == ["locked", "completed"]
+    assert not report.ok and "1 locked by another sweep" in report.format()
+    again = run_sweep(runs, tmp_path, device="cpu")  # lock released: now it trains
+    assert [o.status for o in again.outcomes] == ["completed", "skipped"]
+
+
+def test_the_pool_executor_runs_each_config_in_its_own_process(tmp_path):
+    runs = expand(TINY)[:2]
+    lines = []
+    report = run_sweep(runs, tmp_path, executor="pool", device="cpu", workers=2, log=lines.append)
+    assert [o.status for o in report.outcomes] == ["completed", "completed"]
+    assert len(lines) == 2 and all("completed" in line for line in lines)
+    for outcome in report.outcomes:
+        env = RunDir(outcome.run_dir).environment.read_text()
+        assert '"torch_threads": 1' in env  # two workers share the cores, not oversubscribe them
+
+
+def test_pool_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(countlib.sweep, "resolve_device", lambda device: device)
+    monkeypatch.setattr(countlib.sweep, "_cores", lambda: 8)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    gpu_slots = countlib.sweep._pool_slots("cuda", None)
+    assert [(s.device, s.visible_gpu) for s in gpu_slots] == [("cuda", "3"), ("cuda", "5")]
+    assert [s.visible_gpu for s in countlib.sweep._pool_slots("cuda:1", 2)] == ["5", "5"]
+    cpu_slots = countlib.sweep._pool_slots("cpu", 2)
+    assert [(s.device, s.visible_gpu, s.threads) for s in cpu_slots] == [("cpu", None, 4)] * 2
+
+
+def test_unknown_executor_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown executor 'dask'"):
+        run_sweep(expand(TINY), tmp_path, executor="dask")
+
+
+def test_missing_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(ExecutorUnavailableError, match="pip install ray"):
+        run_sweep(expand(TINY)[:1], tmp_path, executor="ray", device="cpu")
+
+
+@pytest.mark.slow
+def test_the_ray_executor_on_a_local_cpu_instance(tmp_path):
+    pytest.importorskip("ray", reason="ray is an optional dependency (pip install ray)")
+    runs = expand(TINY)[:2]
+    report = run_sweep(runs, tmp_path, executor="ray", device="cpu", workers=2)
+    assert [o.status for o in report.outcomes] == ["completed", "completed"]
+    assert all(RunDir(o.run_dir).is_complete() for o in report.outcomes)
