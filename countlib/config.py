@@ -162,4 +162,6 @@ class RunConfig:
         resolved = self.resolve()
         opts = resolved.model_options
         shape = f"L{opts.get('layers', '?')}-H{opts.get('hidden', '?')}"
+        if "pe" in opts:
+            shape += f"-{opts['pe'].replace('+', '_')}"
         return f"{resolved.task}-{resolved.model}-{shape}-s{resolved.seed}-{self.config_hash()}"
