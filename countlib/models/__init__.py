@@ -15,6 +15,7 @@ from torch import nn
 
 from countlib.models.mamba import MambaConfig, MambaModel
 from countlib.models.rnn import GRUConfig, LSTMConfig, RecurrentModel, RNNConfig
+from countlib.models.rwkv import RWKV5Config, RWKVConfig, RWKVModel
 from countlib.models.s4 import S4Config, S4DConfig, S4Model
 from countlib.models.transformer import Transformer, TransformerConfig
 
@@ -47,6 +48,9 @@ MODELS: dict[str, Family] = {
     "s4d": Family(S4DConfig, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0),
     # seed-spec 3.4: AdamW 1e-4, no weight decay, constant, fp32 in the original.
     "mamba": Family(MambaConfig, MambaModel, lr=1e-4, weight_decay=0.0, warmup_steps=0),
+    # seed-spec 3.5: lr 1e-4 constant, no weight decay (x2 lr on the base decay vector).
+    "rwkv6": Family(RWKVConfig, RWKVModel, lr=1e-4, weight_decay=0.0, warmup_steps=0),
+    "rwkv5": Family(RWKV5Config, RWKVModel, lr=1e-4, weight_decay=0.0, warmup_steps=0),
     # protocol.md: AdamW 1e-4, weight decay 0.01 on every parameter, 3,000 warmup steps.
     "transformer": Family(
         TransformerConfig, Transformer, lr=1e-4, weight_decay=0.01, warmup_steps=3000, steps=312_500
