@@ -12,6 +12,7 @@ import yaml
 from countlib import data
 from countlib.batches import POSITION_SCHEMES
 from countlib.config import PRECISIONS, EvalConfig, OptimConfig, RunConfig
+from countlib.models.backends import BackendUnavailableError
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
 
@@ -295,7 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownTaskError, KeyError, ValueError, FileNotFoundError, CheckpointError) as err:
+    except (
+        UnknownTaskError,
+        KeyError,
+        ValueError,
+        FileNotFoundError,
+        CheckpointError,
+        BackendUnavailableError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from countlib.models.backends import BackendUnavailableError
+
 BACKENDS = ("auto", "countlib", "mambapy", "mamba_ssm")
 _RMS_EPS = 1e-5
 
@@ -32,10 +34,6 @@ _INSTALL = {
         "pip install --no-build-isolation mamba-ssm causal-conv1d"
     ),
 }
-
-
-class BackendUnavailableError(ImportError):
-    """A requested Mamba backend cannot be loaded here; the message says how to install it."""
 
 
 @dataclass

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from countlib.models.backends import BackendUnavailableError
+
 FORMS = ("chunked", "recurrent")
 BACKENDS = ("auto", "countlib", "fla")
 VERSIONS = (5, 6)
@@ -43,10 +45,6 @@ VERSIONS = (5, 6)
 # its rounding error is negligible.
 MAX_DECAY_LOGIT = 5.0
 FLA_INSTALL = "pip install 'countlib[gpu]' (or: pip install flash-linear-attention triton)"
-
-
-class BackendUnavailableError(ImportError):
-    """The requested WKV backend cannot run here; the message says why and how to fix it."""
 
 
 @dataclass
