@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests train tiny models: one thread each is faster than two threads synchronising, and keeps
+# subprocesses (papermill kernels, killed-and-resumed runs) from oversubscribing the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
