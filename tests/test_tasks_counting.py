@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 from collections import Counter
-from functools import cache
-from pathlib import Path
 
 import pytest
 
 from countlib.tasks import DataError, Example, get_task, list_tasks, real_length
 from countlib.tasks.counting import CountThenAdd, ShapeCounting
-
-SEED_DATA = Path(__file__).resolve().parents[2] / "shared" / "seed-data" / "rasp_primitives"
-MASK_LETTERS = {letter: "*" for letter in "abcdefghijklmnopqrstuvwxyz"}
+from tests.released import (
+    assert_labels_by_hand,
+    check_all,
+    check_generated,
+    generated,
+    key,
+    released_split,
+    skeleton,
+    tokens,
+)
 
 # name: (original dir, vocab size, train lengths, (max_positions, max_seq_len),
 #        val (lines, min len, max len, deterministic), ood (same)), from seed-spec 1.4 and 1.8.
@@ -73,67 +77,6 @@ SEED_FREE_VAL = {
     "shifted_start_v1", "shifted_start_v2", "shifted_start_v2_pad",
 }  # fmt: skip
 SINGLE_SEQUENCE = {"vanilla", "vanilla_ood100", "vanilla_bos", "vanilla_bos_1m"}
-SPLIT_FILES = {"val": "val.txt", "ood": "ood_test.txt"}
-
-
-def _tokens(text: str) -> list[str]:
-    return text.split()
-
-
-def _key(example: Example) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(example[0]), tuple(example[1])
-
-
-def _skeleton(example: Example) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The line with every letter masked, i.e. what a random-letter generator fixes."""
-    inputs, labels = example
-    return tuple(map(MASK_LETTERS.get, inputs, inputs)), tuple(labels)
-
-
-@cache
-def _passes_check(name: str, example: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
-    get_task(name).check(example)
-    return True
-
-
-def _check_all(name: str, examples) -> set[tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Check every example (each distinct line once, across tests); returns the distinct lines."""
-    distinct = set(map(_key, examples))
-    for example in distinct:
-        assert _passes_check(name, example)
-    return distinct
-
-
-def _check_generated(name: str, examples) -> Counter:
-    """Check every generated example, cheaply: lines that differ only in their letters pass or
-    fail together as long as every letter is a counted symbol of the task, so one line per
-    skeleton is checked and the letters of all lines are tested as a set.
-
-    Returns how many lines there are of each real length."""
-    letters = set().union(*(inputs for inputs, _ in examples)) & MASK_LETTERS.keys()
-    assert letters <= {s for fmt in get_task(name).formats for s in fmt.symbols}
-    by_skeleton = {_skeleton(e): e for e in examples}
-    _check_all(name, by_skeleton.values())
-    per_length = Counter()
-    for (inputs, _), count in Counter(map(_skeleton, examples)).items():
-        per_length[real_length(inputs)] += count
-    return per_length
-
-
-@cache
-def _split(name: str, split: str) -> tuple[Example, ...]:
-    return tuple(get_task(name).split(split))
-
-
-@cache
-def _released(name: str, split: str) -> tuple[Example, ...]:
-    path = SEED_DATA / EXPECTED[name][0] / SPLIT_FILES[split]
-    if not SEED_DATA.is_dir():
-        pytest.skip(f"released seed data not found at {SEED_DATA}")
-    if not path.exists():
-        pytest.skip(f"{path} is absent from the original snapshot")
-    with open(path) as fh:
-        return tuple(tuple(json.loads(line)) for line in fh if line.strip())
 
 
 def test_registers_every_family_task_and_nothing_else():
@@ -226,9 +169,7 @@ LABEL_CASES = [
 
 @pytest.mark.parametrize("name, inputs, labels", LABEL_CASES)
 def test_labels_by_hand(name, inputs, labels):
-    task = get_task(name)
-    assert task.labels(_tokens(inputs)) == _tokens(labels)
-    task.check((_tokens(inputs), _tokens(labels)))
+    assert_labels_by_hand(name, inputs, labels)
 
 
 def test_every_task_has_a_hand_checked_case():
@@ -265,9 +206,9 @@ INVALID_CASES = [
 def test_invalid_inputs_are_rejected_with_a_reason(name, inputs, message):
     task = get_task(name)
     with pytest.raises(DataError, match=message):
-        task.labels(_tokens(inputs))
+        task.labels(tokens(inputs))
     with pytest.raises(DataError):
-        task.check((_tokens(inputs), ["-1"] * len(_tokens(inputs))))
+        task.check((tokens(inputs), ["-1"] * len(tokens(inputs))))
 
 
 def test_check_reports_a_wrong_label():
@@ -284,11 +225,11 @@ def test_sampling_is_seeded_and_follows_the_training_distribution(name):
     first = task.sample_batch(random.Random(7), 200)
     assert first == task.sample_batch(random.Random(7), 200)
     if name in SINGLE_SEQUENCE:  # one training line, repeated, equal to the val line
-        assert {_key(e) for e in first} == {_key(_split(name, "val")[0])}
+        assert {key(e) for e in first} == {key(generated(name, "val")[0])}
     else:
         assert first != task.sample_batch(random.Random(8), 200)
     lo, hi = task.train_lengths
-    lengths = {real_length(inputs) for inputs, _ in _check_all(name, first)}
+    lengths = {real_length(inputs) for inputs, _ in check_all(name, first)}
     assert min(lengths) >= lo and max(lengths) <= hi
 
 
@@ -312,7 +253,7 @@ def test_validation_pairs_are_never_trained_on(name):
     task = get_task(name)
     held_out = set(task.held_out)
     assert len(held_out) == 300
-    val_pairs = Counter(_pair(e) for e in _split(name, "val"))
+    val_pairs = Counter(_pair(e) for e in generated(name, "val"))
     assert {(n, k) for _, n, k in val_pairs} == held_out
     assert set(val_pairs.values()) == {1}
     assert {form for form, _, _ in val_pairs} == set(task.forms)
@@ -329,10 +270,10 @@ def test_validation_pairs_are_never_trained_on(name):
 @pytest.mark.parametrize("split", ["val", "ood"])
 def test_generated_splits_match_their_declaration_and_pass_check(name, split):
     task = get_task(name)
-    examples = _split(name, split)
+    examples = generated(name, split)
     info = task.splits[split]
     assert len(examples) == info.lines
-    lengths = _check_generated(name, examples)
+    lengths = check_generated(name, examples)
     if name in RANDOM_VAL and split == "val":
         assert info.lengths[0] <= min(lengths) and max(lengths) <= info.lengths[1]
     else:
@@ -346,20 +287,20 @@ RELEASED = [(name, split) for name in sorted(EXPECTED) for split in ("val", "ood
 
 @pytest.mark.parametrize("name, split", RELEASED)
 def test_check_accepts_every_released_line(name, split):
-    _check_all(name, _released(name, split))
+    check_all(name, released_split(EXPECTED[name][0], split))
 
 
 @pytest.mark.parametrize("name, split", RELEASED)
 def test_split_reproduces_the_released_file(name, split):
-    released = _released(name, split)
-    mine = _split(name, split)
+    released = released_split(EXPECTED[name][0], split)
+    mine = generated(name, split)
     if get_task(name).splits[split].deterministic:
-        assert Counter(map(_key, mine)) == Counter(map(_key, released))
+        assert Counter(map(key, mine)) == Counter(map(key, released))
     elif split == "val" and name in RANDOM_VAL:
         _assert_same_random_distribution(name, mine, released)
     else:  # random letters over a fixed set of shapes
-        assert Counter(map(_skeleton, mine)) == Counter(map(_skeleton, released))
-        assert len(set(map(_key, mine))) > 0.95 * len(mine)
+        assert Counter(map(skeleton, mine)) == Counter(map(skeleton, released))
+        assert len(set(map(key, mine))) > 0.95 * len(mine)
 
 
 def _assert_same_random_distribution(name, mine, released):

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
-from functools import cache
-from pathlib import Path
 
 import pytest
 
-from countlib.tasks import DataError, Example, get_task, list_tasks, real_length
+from countlib.tasks import DataError, get_task, list_tasks, real_length
 from countlib.tasks.modular import ModularCounting
-
-SEED_DATA = Path(__file__).resolve().parents[2] / "shared" / "seed-data" / "rasp_primitives"
-MASK_LETTERS = {letter: "*" for letter in "abcdefghijklmnopqrstuvwxyz"}
+from tests.released import (
+    SEED_DATA,
+    SPLIT_FILES,
+    assert_labels_by_hand,
+    check_all,
+    check_generated,
+    generated,
+    key,
+    read,
+    released_split,
+    skeleton,
+    tokens,
+)
 
 # name: (original dir, vocab size, train lengths, (max_positions, max_seq_len),
 #        val (lines, min len, max len), ood (same)), from seed-spec 1.4.4, 1.7 and 1.8.
@@ -64,70 +71,6 @@ EXPECTED = {
     "mod10_tr100_diff": ("counting_diffsymbol_mod10_100_200", 38, (1, 100), (256, 256),
                          (300, 1, 100), (100, 101, 200)),
 }  # fmt: skip
-SPLIT_FILES = {"val": "val.txt", "ood": "ood_test.txt"}
-
-
-def _tokens(text: str) -> list[str]:
-    return text.split()
-
-
-def _key(example: Example) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(example[0]), tuple(example[1])
-
-
-def _skeleton(example: Example) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The line with every letter masked, i.e. what a random-letter generator fixes."""
-    inputs, labels = example
-    return tuple(map(MASK_LETTERS.get, inputs, inputs)), tuple(labels)
-
-
-@cache
-def _passes_check(name: str, example: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
-    get_task(name).check(example)
-    return True
-
-
-def _check_all(name: str, examples) -> set[tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Check every example (each distinct line once, across tests); returns the distinct lines."""
-    distinct = set(map(_key, examples))
-    for example in distinct:
-        assert _passes_check(name, example)
-    return distinct
-
-
-def _check_generated(name: str, examples) -> Counter:
-    """Check every generated example, cheaply: lines that differ only in their letters pass or
-    fail together as long as every letter is a counted symbol of the task, so one line per
-    skeleton is checked and the letters of all lines are tested as a set.
-
-    Returns how many lines there are of each real length."""
-    letters = set().union(*(inputs for inputs, _ in examples)) & MASK_LETTERS.keys()
-    assert letters <= {s for fmt in get_task(name).formats for s in fmt.symbols}
-    by_skeleton = {_skeleton(e): e for e in examples}
-    _check_all(name, by_skeleton.values())
-    per_length = Counter()
-    for (inputs, _), count in Counter(map(_skeleton, examples)).items():
-        per_length[real_length(inputs)] += count
-    return per_length
-
-
-@cache
-def _split(name: str, split: str) -> tuple[Example, ...]:
-    return tuple(get_task(name).split(split))
-
-
-def _read(path: Path) -> tuple[Example, ...]:
-    if not SEED_DATA.is_dir():
-        pytest.skip(f"released seed data not found at {SEED_DATA}")
-    if not path.exists():
-        pytest.skip(f"{path} is absent from the original snapshot")
-    with open(path) as fh:
-        return tuple(tuple(json.loads(line)) for line in fh if line.strip())
-
-
-@cache
-def _released(name: str, split: str) -> tuple[Example, ...]:
-    return _read(SEED_DATA / EXPECTED[name][0] / SPLIT_FILES[split])
 
 
 def test_registers_every_variant():
@@ -201,9 +144,7 @@ LABEL_CASES = [
 
 @pytest.mark.parametrize("name, inputs, labels", LABEL_CASES)
 def test_labels_by_hand(name, inputs, labels):
-    task = get_task(name)
-    assert task.labels(_tokens(inputs)) == _tokens(labels)
-    task.check((_tokens(inputs), _tokens(labels)))
+    assert_labels_by_hand(name, inputs, labels)
 
 
 def test_every_task_has_a_hand_checked_case():
@@ -228,11 +169,11 @@ INVALID_CASES = [
 def test_invalid_inputs_are_rejected_with_a_reason(name, inputs, message):
     task = get_task(name)
     with pytest.raises(DataError, match=message):
-        task.labels(_tokens(inputs))
+        task.labels(tokens(inputs))
 
 
 def test_check_rejects_a_count_written_past_the_modulus():
-    inputs = _tokens(TEN + " a")
+    inputs = tokens(TEN + " a")
     with pytest.raises(DataError, match="label '11' is not in the vocabulary"):
         get_task("mod10").check((inputs, [*map(str, range(1, 12))]))
     with pytest.raises(DataError, match="label at position 10 is '10', the rule gives '1'"):
@@ -247,7 +188,7 @@ def test_sampling_is_seeded_and_valid(name):
     first = task.sample_batch(random.Random(7), 200)
     assert first == task.sample_batch(random.Random(7), 200)
     assert first != task.sample_batch(random.Random(8), 200)
-    _check_all(name, first)
+    check_all(name, first)
 
 
 @pytest.mark.parametrize("name", ["mod10", "mod13_diff", "mod20", "mod10_bos", "mod10_tr100"])
@@ -264,10 +205,10 @@ def test_training_draws_every_length_about_equally_often(name):
 @pytest.mark.parametrize("split", ["val", "ood"])
 def test_generated_splits_match_their_declaration_and_pass_check(name, split):
     task = get_task(name)
-    examples = _split(name, split)
+    examples = generated(name, split)
     info = task.splits[split]
     assert len(examples) == info.lines
-    per_length = _check_generated(name, examples)
+    per_length = check_generated(name, examples)
     assert (min(per_length), max(per_length)) == info.lengths
     # Every length equally often, as in the original generators.
     assert len(set(per_length.values())) == 1
@@ -283,24 +224,24 @@ RELEASED = [
 
 @pytest.mark.parametrize("name, split", RELEASED)
 def test_check_accepts_every_released_line(name, split):
-    _check_all(name, _released(name, split))
+    check_all(name, released_split(EXPECTED[name][0], split))
 
 
 @pytest.mark.parametrize("name, split", RELEASED)
 def test_split_reproduces_the_released_file(name, split):
-    released = _released(name, split)
-    mine = _split(name, split)
+    released = released_split(EXPECTED[name][0], split)
+    mine = generated(name, split)
     if get_task(name).splits[split].deterministic:
-        assert Counter(map(_key, mine)) == Counter(map(_key, released))
+        assert Counter(map(key, mine)) == Counter(map(key, released))
     else:  # random letters over a fixed set of lengths
-        assert Counter(map(_skeleton, mine)) == Counter(map(_skeleton, released))
+        assert Counter(map(skeleton, mine)) == Counter(map(skeleton, released))
 
 
 def test_mod10_probe_file_of_lengths_101_to_200_is_the_tr100_ood():
-    probe = _read(SEED_DATA / "counting_samesymbol_mod10" / "ood_test_100_200.txt")
-    assert Counter(map(_key, probe)) == Counter(map(_key, _split("mod10_tr100", "ood")))
+    probe = read(SEED_DATA / "counting_samesymbol_mod10" / "ood_test_100_200.txt")
+    assert Counter(map(key, probe)) == Counter(map(key, generated("mod10_tr100", "ood")))
 
 
 def test_label_rule_holds_on_the_2000_token_probe():
-    ((inputs, labels),) = _read(SEED_DATA / "counting_samesymbol_mod10" / "ood_test_long.txt")
+    ((inputs, labels),) = read(SEED_DATA / "counting_samesymbol_mod10" / "ood_test_long.txt")
     assert get_task("mod10").labels(inputs) == labels

@@ -85,6 +85,40 @@ def test_trainer_runs_other_recurrent_families(model, tmp_path):
     assert train(tiny(model=model), tmp_path, device="cpu", progress=False).status == "complete"
 
 
+FAMILY_OPTIONS = {
+    **{
+        f"transformer/{pe}": ("transformer", {"pe": pe, "hidden": 16, "heads": 2, "layers": 1})
+        for pe in ["nope", "sine", "ape", "rope", "spe", "alibi", "t5", "rope+ape"]
+    },
+    "s4": ("s4", {"hidden": 8, "d_state": 8}),
+    "s4d": ("s4d", {"hidden": 8, "d_state": 8}),
+    "mamba": ("mamba", {"hidden": 8, "layers": 1}),
+    "rwkv6": ("rwkv6", {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32}),
+    "rwkv5": ("rwkv5", {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32}),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_OPTIONS))
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_every_family_trains_on_every_paper_task(family, task, tmp_path):
+    """A few steps, then evaluation on the OOD lengths: no index error, finite numbers."""
+    model, options = FAMILY_OPTIONS[family]
+    config = RunConfig(
+        task=task,
+        model=model,
+        model_options=options,
+        optim=OptimConfig(steps=2, batch_size=4, warmup_steps=0),
+        eval=EvalConfig(every=2, batch_size=512),
+    )
+    result = train(config, tmp_path, device="cpu", progress=False)
+    assert result.status == "complete"
+    assert 0 <= result.summary["final"]["ood"] <= 1
+    expected = "none" if model != "transformer" or options["pe"] == "nope" else "shift"
+    if model == "transformer" and options["pe"] == "spe":
+        expected = "scalar_shift"
+    assert json.loads(result.run_dir.config.read_text())["position_scheme"] == expected
+
+
 class PoisonedTrainer(Trainer):
     """Injects a NaN weight at step 5, as an fp16 overflow would."""
 
