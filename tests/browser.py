@@ -23,10 +23,22 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def book_pages(html_dir: Path) -> list[Path]:
+    """The book's content pages: not the theme's unrendered template ("webpack-macros.html") nor
+    the redirect that index.html is."""
+    return sorted(
+        p
+        for p in html_dir.rglob("*.html")
+        if "_static" not in p.parts
+        and "macros" not in p.name
+        and 'http-equiv="refresh"' not in p.read_text(errors="replace").lower()
+    )
+
+
 def broken_links(html_dir: Path) -> list[str]:
     """Relative links (and same-page anchors) that point nowhere."""
     problems = []
-    for page in html_dir.rglob("*.html"):
+    for page in book_pages(html_dir):
         text = page.read_text(errors="replace")
         ids = set(re.findall(r'\bid="([^"]+)"', text))
         for href in re.findall(r'\bhref="([^"]+)"', text):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import broken_links, browse, chromium
+from tests.browser import book_pages, broken_links, browse, chromium
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("COUNTLIB_ARTIFACTS", REPO / "artifacts"))
@@ -22,7 +22,7 @@ def test_notebook_executes_and_book_builds(tmp_path):
     runs = tmp_path / "runs"
     command = [
         sys.executable, "-m", "countlib", "book",
-        "-p", "steps", "20", "-p", "eval_every", "10", "-p", "hidden", "8",
+        "-p", "steps", "20", "-p", "eval_every", "10", "-p", "hidden", "32",
         "-p", "runs_dir", str(runs),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
@@ -32,7 +32,7 @@ def test_notebook_executes_and_book_builds(tmp_path):
     assert executed.exists()
     assert list(runs.glob("shifted_start-lstm-*/COMPLETE"))
     headline = next((runs / "headlines").glob("*.json")).read_text()
-    assert '"ood"' in headline
+    assert '"best_ood"' in headline and '"median_ood"' in headline
 
     html = tmp_path / "book" / "_build" / "html"
     page = (html / "generated" / "train_rnn.html").read_text()
@@ -48,7 +48,7 @@ def test_notebook_executes_and_book_builds(tmp_path):
     assert broken_links(html) == []
     if chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium); browser checks skipped")
-    pages = sorted(html.glob("*.html")) + sorted((html / "generated").glob("*.html"))
+    pages = book_pages(html)
     shot = ARTIFACTS / "paper_tables.png"
     assert browse(pages, screenshot=(tables_page, shot)) == {}
     assert shot.stat().st_size > 10_000

@@ -240,10 +240,14 @@ class Trainer:
 
     def _postfix(self, loss: float) -> dict[str, str]:
         latest = {(row[1], row[2]): row[3] for row in self.eval_rows if row[0] == self._last_eval}
+
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
         return {
             "loss": f"{loss:.4f}",
-            "ind": f"{latest.get(('val', 'acc'), float('nan')):.3f}",
-            "ood": f"{latest.get(('ood', 'extrapolation_acc'), float('nan')):.3f}",
+            "ind": fmt(latest.get(("val", "acc"))),
+            "ood": fmt(latest.get(("ood", "extrapolation_acc"))),
         }
 
     @property
