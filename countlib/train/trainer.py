@@ -93,14 +93,13 @@ class Trainer:
             self.config.position_scheme,
             max_positions=self.config.model_options.get("max_positions"),
         )
-        self.splits = {
-            name: self.task.split(name, seed=self.config.eval.seed) for name in self.task.splits
-        }
 
     # -- set-up ------------------------------------------------------------------------------
 
     def _build(self) -> None:
         cfg = self.config
+        # Here rather than in __init__: a completed run is skipped without generating its splits.
+        self.splits = {name: self.task.split(name, seed=cfg.eval.seed) for name in self.task.splits}
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, len(self.task.vocab), **cfg.model_options)
         groups = model.param_groups(cfg.optim) if hasattr(model, "param_groups") else None
