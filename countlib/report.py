@@ -52,7 +52,8 @@ def train_seeds(
 
 
 def summary_table(runs: Sequence[Path], by: Sequence[str], rule: str = "best_ood") -> pd.DataFrame:
-    """Best-of-k and median-of-k IND/OOD with a success flag (OOD >= 95 %)."""
+    """Best-of-k and median-of-k IND/OOD with a success flag (OOD >= 95 %), always per model."""
+    by = list(by) if "model" in by else ["model", *by]
     table = aggregate(load_runs(runs), by=by, rule=rule)
     table["success"] = table["best_ood"] >= SUCCESS_OOD
     return table
