@@ -164,4 +164,6 @@ class RunConfig:
         shape = f"L{opts.get('layers', '?')}-H{opts.get('hidden', '?')}"
         if "pe" in opts:
             shape += f"-{opts['pe'].replace('+', '_')}"
+        if opts.get("causal") is False:
+            shape += "-bidirectional"
         return f"{resolved.task}-{resolved.model}-{shape}-s{resolved.seed}-{self.config_hash()}"

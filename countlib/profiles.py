@@ -1,6 +1,6 @@
 """Ready-made sweep specs (see `countlib.sweep`): ``smoke``, ``paper`` and ``paper-lite``.
 
-``paper``: the protocol of ``protocol.md`` for Tables 2/A2, A1/A3, A4, A5, A7 and A8, five seeds
+``paper``: the protocol of ``protocol.md`` for Tables 2/A2, A1/A3 and A4-A8, five seeds
 (1234, 12, 123, 42, 319), 312,500 steps, evaluation every 30,000 steps; meant for GPUs.
 
 - Transformers: d = 1024, 8 heads, the family's optimiser (AdamW 1e-4, weight decay 0.01,
@@ -13,18 +13,17 @@
   A spec file with lists for these keys runs the search itself.
 - The paper states budgets of 312,500 or 625,000 steps without saying which runs had the
   longer one; every run here gets 312,500 (set ``steps`` in a spec file for the other).
-- Table A6 (``first_token_heterogeneous``, NoPE with and without causal mask) is left out: the
-  Transformer has no option to turn its causal mask off yet. TODO: add that option, then an
-  entry ``{table: A6, task: first_token_heterogeneous, model: transformer, pe: nope, layers: 1,
-  heads: 1, hidden: [32, 4], <mask option>: [true, false]}``.
+- Table A6: NoPE on ``first_token_heterogeneous`` with and without the causal mask
+  (``causal: false``), at d = 32 and d = 4.
 
-Size: 232 distinct configs x 5 seeds = 1,160 runs (Table 2: 7 tasks x 3 depths x 5 PEs = 105;
+Size: 236 distinct configs x 5 seeds = 1,180 runs (Table 2: 7 tasks x 3 depths x 5 PEs = 105;
 A1: 6 tasks x 3 depths x 5 families = 90; A4: 12 new with BOS, the 12 without are Table 2's;
-A5: 2 widths x 5 PEs = 10; A7: 10 new with BOS, the 10 without are Table 2's; A8: 5). About
-3,200 V100 GPU-hours by `countlib.sweep.step_seconds`; `countlib sweep --dry-run` prints it.
+A5: 2 widths x 5 PEs = 10; A6: 2 widths x 2 masks = 4; A7: 10 new with BOS, the 10 without are
+Table 2's; A8: 5). About 3,200 V100 GPU-hours by `countlib.sweep.step_seconds`;
+`countlib sweep --dry-run` prints it.
 
 ``paper-lite``: the same grid, one seed (1234) and 10,000 steps with evaluation every 2,000:
-about 20.5 V100 GPU-hours, one GPU in a day (a recent GPU should need well under that). It
+about 20.7 V100 GPU-hours, one GPU in a day (a recent GPU should need well under that). It
 trains 31 times shorter than the paper: a first look at the whole grid, not its numbers.
 
 Table A5's budget is not stated anywhere; its runs get the same steps as the others.
@@ -73,7 +72,7 @@ RATIO_TASKS = [
 
 PAPER: dict[str, Any] = {
     "name": "paper",
-    "description": "the paper's protocol: Tables 2/A2, A1/A3, A4, A5, A7, A8; 5 seeds",
+    "description": "the paper's protocol: Tables 2/A2, A1/A3, A4-A8; 5 seeds",
     "steps": 312_500,
     "eval_every": 30_000,
     "seeds": list(PAPER_SEEDS),
@@ -134,7 +133,16 @@ PAPER: dict[str, Any] = {
             "hidden": [32, 4],
             "pe": PAPER_PES,
         },
-        # Table A6 needs a Transformer without causal mask: see the module docstring.
+        {
+            "table": "A6",
+            "task": "first_token_heterogeneous",
+            "model": "transformer",
+            "layers": 1,
+            "heads": 1,
+            "hidden": [32, 4],
+            "pe": "nope",
+            "causal": [True, False],
+        },
         {
             "table": "A7",
             "task": ["selective", "selective_bos"],
@@ -177,6 +185,51 @@ SMOKE: dict[str, Any] = {
         {"table": "A1", "task": RECURRENT_TASKS, "model": ["rnn", "lstm", "s4", "mamba"], **_TINY},
         # RWKV's default head size (64) exceeds hidden 32
         {"table": "A1", "task": RECURRENT_TASKS, "model": "rwkv6", **_TINY, "head_size": 16},
+        {
+            "table": "A4",
+            "task": ["vanilla_succession_bos", "mod10_bos"],
+            "model": "transformer",
+            **_TINY,
+            "heads": 4,
+            "pe": ["nope", "rope"],
+        },
+        {
+            "table": "A5",
+            "task": "first_token_homogeneous",
+            "model": "transformer",
+            "layers": 1,
+            "heads": 1,
+            "hidden": [32, 4],
+            "pe": PAPER_PES,
+        },
+        {
+            "table": "A6",
+            "task": "first_token_heterogeneous",
+            "model": "transformer",
+            "layers": 1,
+            "heads": 1,
+            "hidden": [32, 4],
+            "pe": "nope",
+            "causal": [True, False],
+        },
+        {
+            "table": "A7",
+            "task": "selective_bos",
+            "model": "transformer",
+            **_TINY,
+            "heads": 4,
+            "pe": PAPER_PES,
+        },
+        # Table A8's rows are 4-layer RoPE models; 4 layers at width 32 stay cheap
+        {
+            "table": "A8",
+            "task": RATIO_TASKS,
+            "model": "transformer",
+            "layers": 4,
+            "hidden": 32,
+            "heads": 4,
+            "pe": "rope",
+        },
     ],
 }
 

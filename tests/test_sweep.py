@@ -151,10 +151,13 @@ def test_a_yaml_spec_expands_like_the_dict(tmp_path):
 @needs_paper_families
 def test_paper_profile_is_the_protocol_grid():
     runs = get_profile("paper")
-    # 232 configs: Table 2 105, A1 90, A4 12 new (BOS), A5 10, A7 10 new (BOS), A8 5
-    assert len(runs) == 232 * 5 == 1160
+    # 236 configs: Table 2 105, A1 90, A4 12 new (BOS), A5 10, A6 4, A7 10 new (BOS), A8 5
+    assert len(runs) == 236 * 5 == 1180
     per_table = Counter(t for r in runs for t in r.tables)
-    assert per_table == {"2": 525, "A1": 450, "A4": 120, "A5": 50, "A7": 100, "A8": 25}
+    assert per_table == {"2": 525, "A1": 450, "A4": 120, "A5": 50, "A6": 20, "A7": 100, "A8": 25}
+    a6 = [r.config.model_options for r in runs if "A6" in r.tables]
+    assert {(o["hidden"], o["causal"], o["pe"]) for o in a6} == {
+        (32, True, "nope"), (32, False, "nope"), (4, True, "nope"), (4, False, "nope")}  # fmt: skip
     assert {r.config.seed for r in runs} == set(PAPER_SEEDS)
     assert {(r.config.optim.steps, r.config.eval.every) for r in runs} == {(312_500, 30_000)}
     table2 = [r.config for r in runs if "2" in r.tables]
@@ -178,7 +181,10 @@ def test_smoke_profile_covers_every_family_at_tiny_size():
     assert {r.family for r in runs} == {"rnn", "lstm", "s4", "mamba", "rwkv6", "transformer"}
     pes = {r.config.model_options["pe"] for r in runs if r.family == "transformer"}
     assert pes == set(PAPER_PES)
-    assert len(runs) == 7 * 5 + 6 * 5  # Transformers on tasks 2-8, recurrent ones on 3-8
+    # Transformers on tasks 2-8, recurrent ones on 3-8, then A4 (BOS) 4, A5 10, A6 4, A7 5, A8 5
+    assert len(runs) == 7 * 5 + 6 * 5 + 4 + 10 + 4 + 5 + 5
+    tables = Counter(t for r in runs for t in r.tables)
+    assert set(tables) == {"2", "A1", "A4", "A5", "A6", "A7", "A8"}
     assert all(r.config.model_options["hidden"] <= 64 for r in runs)
     assert {(r.config.optim.steps, r.config.seed) for r in runs} == {(300, PAPER_SEEDS[0])}
 

@@ -123,6 +123,8 @@ def test_undefined_positional_schemes_are_errors_listing_valid_ones(pe):
         ({"ape_frozen": True}, "need 'ape'"),
         ({"frozen_null_row": V}, "frozen_null_row"),
         ({"pe": "rope", "hidden": 6, "heads": 2}, "even head dimension"),
+        ({"pe": "alibi", "causal": False}, "causal=False is not supported"),
+        ({"pe": "ape+t5", "causal": False}, "use nope, sine, ape, rope or spe"),
     ],
 )
 def test_bad_options_are_errors(options, message):
@@ -161,6 +163,52 @@ def test_output_at_t_depends_only_on_inputs_up_to_t(pe, attention):
         b = model(ids2, position_ids=pos2, attention_mask=mask)
     torch.testing.assert_close(a[:, :cut], b[:, :cut], rtol=0, atol=0)
     assert (a[:, cut:] - b[:, cut:]).abs().amax(dim=-1).min() > 1e-4
+
+
+BIDIRECTIONAL_PES = ["nope", "sine", "ape", "rope", "spe"]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+@pytest.mark.parametrize("pe", BIDIRECTIONAL_PES)
+def test_without_causal_mask_early_outputs_see_later_tokens(pe, attention):
+    model = tiny(pe, causal=False, attention=attention)
+    ids = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(2))
+    pos = positions(pe, 2, T)
+    later = ids.clone()
+    later[:, -1] = (later[:, -1] + 1) % V
+    with torch.no_grad():
+        a = model(ids, position_ids=pos)
+        b = model(later, position_ids=pos)
+    # With the mask this difference is exactly zero (test above); any change shows the leak.
+    assert (a[:, 0] - b[:, 0]).abs().amax(dim=-1).min() > 0
+
+
+@pytest.mark.parametrize("pe", BIDIRECTIONAL_PES)
+def test_without_causal_mask_padding_is_still_never_a_key(pe):
+    model = tiny(pe, causal=False)
+    ids = torch.randint(0, V, (1, T), generator=torch.Generator().manual_seed(4))
+    pos = positions(pe, 1, T)
+    mask = torch.ones(1, T, dtype=torch.bool)
+    mask[0, 8:] = False
+    changed = ids.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % V
+    with torch.no_grad():
+        a = model(ids, position_ids=pos, attention_mask=mask)
+        b = model(changed, position_ids=pos, attention_mask=mask)
+    torch.testing.assert_close(a[:, :8], b[:, :8], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pe", BIDIRECTIONAL_PES)
+def test_without_causal_mask_sdpa_and_explicit_agree(pe):
+    sdpa = tiny(pe, causal=False)
+    explicit = tiny(pe, causal=False, attention="explicit")
+    explicit.load_state_dict(sdpa.state_dict())
+    ids = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(5))
+    pos = positions(pe, 2, T)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            sdpa(ids, position_ids=pos), explicit(ids, position_ids=pos), rtol=0, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("pe", ALL_PES)

@@ -1,5 +1,9 @@
 """The paper's causal Transformer (GPT-2 style, pre-LayerNorm) with every positional scheme.
 
+``causal=False`` drops the causal mask (Table A6's probe: every position sees the whole
+sequence); it combines with every PE except the relative biases ``alibi`` and ``t5``, whose
+distance buckets are defined for keys at or before the query only.
+
 Structure (seed-spec 2.1.1): token embedding, positional signal, L blocks of
 ``h + Attn(LN(h))`` then ``h + MLP(LN(h))``, final LayerNorm, bias-free head. The attention logits
 of layer l (0-based) are divided by sqrt(head_dim) and, with ``scale_by_layer``, by l + 1.
@@ -83,6 +87,8 @@ class TransformerConfig:
     ape_frozen: bool = False
     #: Let a query whose own key is masked (a ``<pad>`` helper) attend to itself.
     must_attend_to_identity: bool = False
+    #: False: bidirectional attention (no causal mask), for the first-token probe of Table A6.
+    causal: bool = True
     #: Vocabulary row held at a fixed zero vector that never trains (the ``<null>`` token).
     frozen_null_row: int | None = None
     #: "sdpa": PyTorch's fused kernel; "explicit": float32 logits and softmax written out.
@@ -111,6 +117,11 @@ class TransformerConfig:
             raise ValueError(
                 f"frozen_null_row must be a vocabulary index in [0, {self.vocab_size}), "
                 f"got {self.frozen_null_row}"
+            )
+        if not self.causal and {"alibi", "t5"} & set(parts):
+            raise ValueError(
+                f"causal=False is not supported with pe={self.pe!r}: alibi and t5 biases are "
+                "defined for keys at or before the query; use nope, sine, ape, rope or spe"
             )
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
@@ -444,9 +455,11 @@ class Transformer(nn.Module):
     ) -> AttentionContext:
         B, T = position_ids.shape
         device = position_ids.device
-        causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+        allowed = torch.ones(T, T, dtype=torch.bool, device=device)
+        if self.config.causal:
+            allowed = allowed.tril()
         eye = torch.eye(T, dtype=torch.bool, device=device)
-        allowed = causal.expand(B, 1, T, T)
+        allowed = allowed.expand(B, 1, T, T)
         if attention_mask is not None:
             allowed = allowed & attention_mask.bool()[:, None, None, :]
             if self.config.must_attend_to_identity:
@@ -474,5 +487,5 @@ class Transformer(nn.Module):
             empty=empty,
             bias=bias,
             rope=rope,
-            plain_causal=attention_mask is None and bias is None,
+            plain_causal=self.config.causal and attention_mask is None and bias is None,
         )
