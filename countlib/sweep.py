@@ -24,6 +24,7 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -375,12 +376,13 @@ def run_sweep(
 ) -> SweepReport:
     """Train every run of the sweep that is not final yet and report on all of them.
 
-    ``executor``: ``sequential`` trains in this process; ``pool`` starts one process per run,
-    ``workers`` at a time: one per visible GPU (``CUDA_VISIBLE_DEVICES`` set per process) or,
-    on CPU, ``workers`` processes (default: one per core) with cores / workers torch threads
-    each; ``ray`` submits each run as a Ray task with one GPU, or one CPU and one thread, to the
-    cluster at ``address`` (None: a local instance with ``workers`` CPUs). With Ray, countlib
-    must be installed on every node and ``runs_dir`` must be on a shared file system.
+    ``executor``: ``sequential`` trains in this process; ``pool`` trains ``workers`` runs at a
+    time in worker processes: one per visible GPU (``CUDA_VISIBLE_DEVICES`` set per process)
+    or, on CPU, ``workers`` processes (default: one per core) with cores / workers torch
+    threads each; ``ray`` submits each run as a Ray task with one GPU, or one CPU and one
+    thread, to the cluster at ``address`` (None: a local instance with ``workers`` CPUs). With
+    Ray, countlib must be installed on every node and ``runs_dir`` must be on a shared file
+    system.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
@@ -412,7 +414,7 @@ def run_sweep(
     return SweepReport([outcomes[run.name] for run in ordered])
 
 
-# -- the pool executor: one fresh process per run -------------------------------------------
+# -- the pool executor: worker processes, replaced when a run kills one ---------------------
 
 
 @dataclass(frozen=True)
@@ -450,15 +452,43 @@ def _pool_slots(device: str, workers: int | None) -> list[_Slot]:
     return [_Slot("cuda", gpus[index % len(gpus)], threads) for index in range(count)]
 
 
-def _pool_child(
-    sender: Connection, config: RunConfig, runs_dir: Path, slot: _Slot, progress: bool
-) -> None:
+def _pool_worker(connection: Connection, slot: _Slot, runs_dir: Path, progress: bool) -> None:
     # spawned, so CUDA is not initialised yet and still honours the variable
     if slot.visible_gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible_gpu
     torch.set_num_threads(slot.threads)
-    sender.send(run_one(config, runs_dir, slot.device, progress))
-    sender.close()
+    while (config := connection.recv()) is not None:
+        connection.send(run_one(config, runs_dir, slot.device, progress))
+    connection.close()
+
+
+class _Worker:
+    """A pool process that trains one run after another on its slot.
+
+    Importing torch and countlib costs seconds, more than a tiny run trains; a worker pays it
+    once. A run that kills its worker (out of memory, a segfault in a kernel) takes only itself
+    down: the pool reports it failed and starts a fresh worker on the slot.
+    """
+
+    def __init__(self, context: Any, slot: _Slot, runs_dir: Path, progress: bool) -> None:
+        self.slot = slot
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
+            target=_pool_worker, args=(child, slot, runs_dir, progress), daemon=True
+        )
+        self.process.start()
+        child.close()  # only the worker holds it now, so its death reads as EOF here
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # the worker may be gone already
+            self.connection.send(None)
+        self.process.join()
+        self.connection.close()
+
+    def kill(self) -> None:
+        self.process.terminate()
+        self.process.join()
+        self.connection.close()
 
 
 def _run_pool(
@@ -469,45 +499,40 @@ def _run_pool(
     progress: bool,
     record: Callable[[RunOutcome], None],
 ) -> None:
-    # A process per run: a run that crashes its process (out of memory, a segfault in a
-    # kernel) takes only itself down. Spawn, not fork: CUDA cannot be used after a fork.
+    # Spawn, not fork: CUDA cannot be used after a fork.
     context = multiprocessing.get_context("spawn")
-    free = _pool_slots(device, workers)
+    slots = _pool_slots(device, workers)[: len(runs)]
+    idle = [_Worker(context, slot, runs_dir, progress) for slot in slots]
     pending = deque(runs)
-    running: dict[Connection, tuple[SweepRun, Any, _Slot]] = {}
+    busy: dict[Connection, tuple[SweepRun, _Worker]] = {}
     try:
-        while pending or running:
-            while pending and free:
-                run, slot = pending.popleft(), free.pop()
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_pool_child, args=(sender, run.config, runs_dir, slot, progress)
-                )
-                process.start()
-                sender.close()  # only the child holds it now, so its death reads as EOF here
-                running[receiver] = (run, process, slot)
-            for receiver in wait(list(running)):
-                run, process, slot = running.pop(receiver)
+        while pending or busy:
+            while pending and idle:
+                worker, run = idle.pop(), pending.popleft()
+                worker.connection.send(run.config)
+                busy[worker.connection] = (run, worker)
+            for connection in wait(list(busy)):
+                run, worker = busy.pop(connection)
                 try:
-                    outcome = receiver.recv()
+                    outcome = connection.recv()
                 except EOFError:
-                    process.join()
+                    worker.kill()
                     outcome = RunOutcome(
                         run.name,
                         runs_dir / run.name,
                         FAILED,
-                        error=f"worker process exited with code {process.exitcode} "
+                        error=f"worker process exited with code {worker.process.exitcode} "
                         "before reporting (killed, out of memory or crashed)",
                     )
-                process.join()
-                receiver.close()
-                free.append(slot)
+                    worker = _Worker(context, worker.slot, runs_dir, progress)
+                idle.append(worker)
                 record(outcome)
     finally:
         # interrupted: stop the runs in flight; each resumes from its last checkpoint
-        for _, process, _ in running.values():
-            process.terminate()
-            process.join()
+        for _, worker in busy.values():
+            worker.kill()
+        for worker in idle:
+            worker.stop()
 
 
 # -- the Ray executor -------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+import os
 import sys
 from collections import Counter
 
@@ -290,15 +291,35 @@ def test_a_run_locked_by_another_sweep_is_reported(tmp_path, one_thread):
     assert [o.status for o in again.outcomes] == ["completed", "skipped"]
 
 
-def test_the_pool_executor_runs_each_config_in_its_own_process(tmp_path):
-    runs = expand(TINY)[:2]
+def test_the_pool_executor_trains_in_worker_processes(tmp_path):
+    runs = expand(TINY)[:3]
     lines = []
     report = run_sweep(runs, tmp_path, executor="pool", device="cpu", workers=2, log=lines.append)
-    assert [o.status for o in report.outcomes] == ["completed", "completed"]
-    assert len(lines) == 2 and all("completed" in line for line in lines)
+    assert [o.status for o in report.outcomes] == ["completed"] * 3
+    assert len(lines) == 3 and all("completed" in line for line in lines)
     for outcome in report.outcomes:
         env = RunDir(outcome.run_dir).environment.read_text()
         assert '"torch_threads": 1' in env  # two workers share the cores, not oversubscribe them
+
+
+def test_a_run_that_kills_its_pool_worker_fails_alone(tmp_path):
+    killer, *others = expand(TINY)[:3]
+    # stands in for a run that crashes its process (a segfault, the OOM killer)
+    broken = countlib.sweep.SweepRun(killer.config)
+    broken.config = _ExitOnUnpickle()
+    lines = []
+    report = run_sweep(
+        [broken, *others], tmp_path, executor="pool", device="cpu", workers=1, log=lines.append
+    )
+    assert [o.status for o in report.outcomes] == ["failed", "completed", "completed"]
+    assert "worker process exited with code 3" in report.outcomes[0].error
+
+
+class _ExitOnUnpickle:
+    """Pickles fine; unpickling it in the worker ends the worker process at once."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
 
 
 def test_pool_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
