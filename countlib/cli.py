@@ -6,6 +6,7 @@ import argparse
 import random
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -162,15 +163,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from countlib.book import NOTEBOOKS, build_book, execute_notebook
+    from countlib.book import make_book
+    from countlib.profiles import get_profile
+    from countlib.sweep import expand, load_spec
+    from countlib.sweep import select as select_runs
 
-    parameters = {key: yaml.safe_load(value) for key, value in args.param or []}
-    for name in args.notebook or NOTEBOOKS:
-        print(f"executing {name} ...", flush=True)
-        print(f"  wrote {execute_notebook(name, parameters)}")
-    if not args.no_build:
-        print(f"book: {build_book() / 'index.html'}")
-    return 0
+    grid = load_spec(args.spec) if args.spec else None
+    runs = expand(grid) if grid else get_profile(args.profile)
+    runs = select_runs(
+        runs, tasks=args.task or (), families=args.family or (), tables=args.table or ()
+    )
+    scale = args.scale or (f"spec {Path(args.spec).name}" if args.spec else args.profile)
+    report = make_book(
+        runs,
+        profile=None if grid else args.profile,
+        grid=grid,
+        scale=scale,
+        runs_dir=args.runs_dir,
+        device=args.device,
+        executor=args.executor,
+        workers=args.workers,
+        parameters={key: yaml.safe_load(value) for key, value in args.param or []},
+        only=args.notebook or (),
+        build=not args.no_build,
+    )
+    return 0 if report.ok else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -262,15 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=cmd_eval)
 
-    book = sub.add_parser("book", help="execute the notebooks with papermill, then build the book")
-    book.add_argument("--notebook", action="append", help="notebook name(s); default: all")
+    book = sub.add_parser(
+        "book", help="run a profile, execute the notebooks with papermill, build the book"
+    )
+    source = book.add_mutually_exclusive_group()
+    source.add_argument("--profile", default="smoke", help="smoke (default), paper-lite, paper")
+    source.add_argument("--spec", help="a sweep spec in YAML instead of a profile")
+    book.add_argument("--task", action="append", help="only these tasks (repeatable)")
+    book.add_argument("--family", action="append", help="only these model families (repeatable)")
+    book.add_argument("--table", action="append", help="only these paper tables (repeatable)")
+    book.add_argument("--scale", help="label on every page (default: the profile or spec name)")
+    book.add_argument("--runs-dir", default="runs")
+    book.add_argument("--executor", choices=("sequential", "pool", "ray"), default="pool")
+    book.add_argument("--workers", type=int, help="parallel runs (default: GPUs, or CPU cores)")
+    book.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    book.add_argument("--notebook", action="append", help="execute only these pages")
     book.add_argument(
         "-p",
         "--param",
         nargs=2,
         action="append",
         metavar=("NAME", "VALUE"),
-        help="notebook parameter (YAML value), e.g. -p steps 500",
+        help="notebook parameter for every page (YAML value), e.g. -p rule best_val",
     )
     book.add_argument("--no-build", action="store_true", help="only execute the notebooks")
     book.set_defaults(func=cmd_book)

@@ -72,14 +72,14 @@ def load_eval_history(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 def load_per_position(
     root: str | Path | Iterable[str | Path], *, step: str | int = "last"
 ) -> pd.DataFrame:
-    """Per-position accuracy of every run at one evaluation step ("last" or a step number)."""
+    """Per-position accuracy of every run at one evaluation step ("last", "all" or a step)."""
     frames = []
     for run in find_runs(root):
         if not run.per_position.exists():
             continue
-        table = pd.read_csv(run.per_position)
-        chosen = table["step"].max() if step == "last" else step
-        table = table[table["step"] == chosen].assign(run=run.path.name)
+        table = pd.read_csv(run.per_position).assign(run=run.path.name)
+        if step != "all":
+            table = table[table["step"] == (table["step"].max() if step == "last" else step)]
         frames.append(table.assign(accuracy=table["correct"] / table["total"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from countlib.report import SUCCESS_OOD
+from countlib.report import SUCCESS_OOD, config_labels
 from countlib.results import aggregate
 
 Filter = dict[str, Any]
@@ -114,6 +114,16 @@ def paper_tables() -> list[TableSpec]:
             _pe_columns(),
         ),
         TableSpec(
+            "tableA6",
+            "Table A6: first-token recognition (heterogeneous), NoPE, 1 layer, 1 head",
+            [(f"d = {d}", {"task": "first_token_heterogeneous", "hidden": d}) for d in (32, 4)],
+            [
+                ("with causal mask", {"model": "transformer", "pe": "nope", "causal": True}),
+                ("without causal mask", {"model": "transformer", "pe": "nope", "causal": False}),
+            ],
+            note="the mask option must be stated in the run's model options (causal: true/false)",
+        ),
+        TableSpec(
             "tableA7",
             "Table A7: Selective without and with BOS",
             _rows([("Selective", "selective"), ("Selective, BOS", "selective_bos")], (1, 2)),
@@ -128,6 +138,26 @@ def paper_tables() -> list[TableSpec]:
             [(label, {"task": task}) for label, task in ratio],
         ),
     ]
+
+
+def get_table(name: str) -> TableSpec:
+    """A paper table by its number as the paper prints it ("2", "A1" ... "A8")."""
+    specs = {spec.key.removeprefix("table").upper(): spec for spec in paper_tables()}
+    key = str(name).upper().removeprefix("TABLE").strip()
+    if key not in specs:
+        raise ValueError(f"unknown paper table {name!r}; choose from {', '.join(specs)}")
+    return specs[key]
+
+
+def table_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """The runs behind a table's cells, each with its ``row`` and ``column`` label."""
+    frames = [
+        _select(runs, row, column).assign(row=row_label, column=col_label)
+        for row_label, row in spec.rows
+        for col_label, column in spec.columns
+    ]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else runs.iloc[0:0]
 
 
 def _select(runs: pd.DataFrame, *filters: Filter) -> pd.DataFrame:
@@ -198,14 +228,6 @@ def render_html(frame: pd.DataFrame, spec: TableSpec, run_link: str = "provenanc
     )
 
 
-def config_labels(runs: pd.DataFrame) -> pd.Series:
-    """A short label per run: model, PE where there is one, depth."""
-    pe = runs["pe"].fillna("").astype(str) if "pe" in runs else pd.Series("", index=runs.index)
-    return (runs["model"] + " " + pe + " " + runs["layers"].astype(str) + "L").str.replace(
-        "  ", " "
-    )
-
-
 def seed_variance_plot(runs: pd.DataFrame, rule: str = "best_ood"):
     """OOD accuracy of every seed of every configuration, one row per task."""
     import matplotlib.pyplot as plt
@@ -222,12 +244,14 @@ def seed_variance_plot(runs: pd.DataFrame, rule: str = "best_ood"):
 
 def provenance_html(runs: pd.DataFrame) -> str:
     """One row per run, anchored by its name, with the environment it ran in."""
-    columns = ["run", "status", "steps", "wall s", "device", "software"]
+    columns = ["run", "configuration", "status", "steps", "wall s", "device", "software"]
+    labels = config_labels(runs, only_varying=False) if len(runs) else runs
     rows = []
-    for _, run in runs.iterrows():
+    for index, run in runs.iterrows():
         env = json.loads((Path(run["path"]) / "environment.json").read_text())
         cells = [
             run["run"],
+            f"{run['task']}: {labels[index]}, seed {run['seed']}",
             run["status"],
             run["steps"],
             run["wall_time_s"],

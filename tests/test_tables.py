@@ -27,7 +27,7 @@ ROWS = [
 def test_paper_table_layouts():
     specs = {spec.key: spec for spec in tables.paper_tables()}
     assert set(specs) == {"table2", "tableA1", "tableA2", "tableA3", "tableA4", "tableA5",
-                          "tableA7", "tableA8"}  # fmt: skip
+                          "tableA6", "tableA7", "tableA8"}  # fmt: skip
     assert len(specs["table2"].rows) == 21 and len(specs["table2"].columns) == 5
     assert len(specs["tableA1"].rows) == 18  # tasks 3-8 x 3 depths
     assert [label for label, _ in specs["tableA1"].columns] == [
@@ -60,6 +60,39 @@ def test_unfinished_runs_are_not_shown_as_numbers():
     assert tables.table_frame(runs, spec).iloc[0, 0]["missing"]
 
 
-def test_config_labels():
+def test_config_labels_name_what_varies():
     labels = tables.config_labels(runs_frame(ROWS))
-    assert list(labels[:1]) == ["transformer rope 1L"]
+    assert list(labels) == ["rope", "rope", "rope", "nope"]
+    mixed = runs_frame([ROWS[0], ROWS[3] | {"layers": 2, "causal": False}])
+    mixed.loc[0, "causal"] = True
+    assert list(tables.config_labels(mixed)) == ["rope 1L causal", "nope 2L bidirectional"]
+    assert list(tables.config_labels(runs_frame(ROWS[:1]))) == ["transformer"]
+
+
+def test_tables_are_found_by_their_printed_number():
+    assert tables.get_table("A6").key == "tableA6"
+    assert tables.get_table("table2").key == "table2"
+    try:
+        tables.get_table("A9")
+    except ValueError as err:
+        assert "choose from 2, A2, A1, A3, A4, A5, A6, A7, A8" in str(err)
+    else:
+        raise AssertionError("an unknown table must be an error")
+
+
+def test_table_a6_separates_runs_by_causal_mask():
+    spec = tables.get_table("A6")
+    rows = [
+        {"run": f"m{d}{c}", "task": "first_token_heterogeneous", "model": "transformer",
+         "pe": "nope", "layers": 1, "hidden": d, "causal": c, "seed": 1,
+         "best_ood_ind": 1.0, "best_ood_ood": 0.99 if c else 0.4}
+        for d in (32, 4) for c in (True, False)
+    ]  # fmt: skip
+    runs = runs_frame(rows)
+    frame = tables.table_frame(runs, spec)
+    assert frame.loc["d = 4", "with causal mask"]["best_run"] == "m4True"
+    assert frame.loc["d = 32", "without causal mask"]["ood"] == 0.4
+    placed = tables.table_runs(runs, spec).set_index("run")
+    assert placed.loc["m32False", "column"] == "without causal mask"
+    assert placed.loc["m32False", "row"] == "d = 32"
+    assert len(placed) == 4
