@@ -1,4 +1,5 @@
 import os
+import random
 import sys
 from collections import Counter
 
@@ -7,6 +8,7 @@ import torch
 import yaml
 
 import countlib.sweep
+from countlib.batches import Collator
 from countlib.cli import main
 from countlib.config import PAPER_SEEDS, RunConfig
 from countlib.models import MODELS
@@ -22,6 +24,7 @@ from countlib.sweep import (
     tag_table,
 )
 from countlib.train.records import RunDir
+from countlib.train.trainer import task_for
 
 # Two configs on one task and one on another, each a few seconds of CPU at most.
 TINY = {
@@ -351,3 +354,25 @@ def test_the_ray_executor_on_a_local_cpu_instance(tmp_path):
     report = run_sweep(runs, tmp_path, executor="ray", device="cpu", workers=2)
     assert [o.status for o in report.outcomes] == ["completed", "completed"]
     assert all(RunDir(o.run_dir).is_complete() for o in report.outcomes)
+
+
+@needs_paper_families
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_every_profile_run_can_position_its_longest_sequence(profile):
+    """A run whose OOD sequences need more position ids than its scheme has fails at its first
+    evaluation; catch that for every (task, scheme) of a profile without training anything."""
+    rng = random.Random(0)
+    seen = set()
+    for run in get_profile(profile):
+        config = run.config.resolve()
+        key = (config.task, config.position_scheme)
+        if key in seen:
+            continue
+        seen.add(key)
+        task = task_for(config)
+        longest = max(
+            [task.train_lengths[1], *(split.lengths[1] for split in task.splits.values())]
+        )
+        positions = config.model_options.get("max_positions")
+        collator = Collator(task, config.position_scheme, max_positions=positions)
+        assert len(collator.positions(longest, rng)) == longest + 1, key

@@ -40,7 +40,9 @@ class FirstTokenProbe(Task):
         self.description = description
         self.max_train_length = TRAIN_LENGTH
         self.train_lengths = (TRAIN_LENGTH, TRAIN_LENGTH)
-        self.max_positions = self.max_seq_len = OOD_LENGTH
+        self.max_seq_len = OOD_LENGTH
+        # every position scheme uses one id more than there are real tokens (seed-spec 4.2)
+        self.max_positions = OOD_LENGTH + 1
         # a single symbol leaves a single sequence per length: the splits are then fixed
         fixed = len(self.symbols) == 1
         self.splits = {
