@@ -132,8 +132,6 @@ def make_book(
     Failed runs do not stop the book: their cells say *missing* and the report lists them.
     ``only`` restricts the executed pages to these notebook or page names.
     """
-    report = run_sweep(runs, runs_dir, executor=executor, device=device, workers=workers, log=log)
-    log(report.format())
     shared = {"runs_dir": str(runs_dir), "device": device}
     pages = book_pages(profile=profile, grid=grid, scale=scale, shared=shared)
     known = {p.notebook for p in pages} | {p.target for p in pages}
@@ -141,6 +139,8 @@ def make_book(
     if unknown:
         choices = ", ".join(sorted(known))
         raise ValueError(f"no book page {', '.join(unknown)}; choose from {choices}")
+    report = run_sweep(runs, runs_dir, executor=executor, device=device, workers=workers, log=log)
+    log(report.format())
     for page in pages:
         if only and page.notebook not in only and page.target not in only:
             continue

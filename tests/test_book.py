@@ -1,54 +1,131 @@
-"""The notebook runs under papermill with tiny parameters, and the book builds around it."""
+"""The book: built from a tiny spec by `countlib book`, checked as files and as web pages; and a
+family notebook run on its own by papermill, training its own grid."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import papermill
 import pytest
+import yaml
 
-from tests.browser import book_pages, broken_links, browse, chromium
+from countlib.book import TABLE_CHAPTERS, book_pages, make_book
+from countlib.results import load_runs
+from tests.browser import book_pages as html_pages
+from tests.browser import broken_links, browse, chromium
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("COUNTLIB_ARTIFACTS", REPO / "artifacts"))
+TINY_SPEC = REPO / "tests" / "data" / "tiny_book.yaml"
 
 
-def test_notebook_executes_and_book_builds(tmp_path):
-    for name in ("notebooks", "book"):
-        shutil.copytree(REPO / name, tmp_path / name, symlinks=True,
+def toc_files(toc: dict) -> list[str]:
+    return [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
+
+
+def test_the_toc_lists_exactly_the_pages_the_book_executes():
+    toc = yaml.safe_load((REPO / "book" / "_toc.yml").read_text())
+    generated = [f for f in toc_files(toc) if f.startswith("generated/")]
+    assert generated == [f"generated/{page.target}" for page in book_pages(scale="any")]
+    assert [p.notebook for p in book_pages(scale="any")].count("paper_table") == 9
+    for page in book_pages(scale="any"):
+        assert (REPO / "notebooks" / f"{page.notebook}.ipynb").exists()
+
+
+def test_an_unknown_page_is_refused_before_anything_trains(tmp_path):
+    with pytest.raises(ValueError, match="no book page table_A9; choose from .*table_A8"):
+        make_book([], scale="x", runs_dir=tmp_path / "runs", only=["table_A9"], build=False)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_book(tmp_path_factory) -> Path:
+    """`countlib book --spec tests/data/tiny_book.yaml` in a copy of the repository's book."""
+    root = tmp_path_factory.mktemp("book")
+    for name in ("notebooks", "book", "docs"):
+        shutil.copytree(REPO / name, root / name, symlinks=True,
                         ignore=shutil.ignore_patterns("_build", "generated"))  # fmt: skip
-    shutil.copy(REPO / "_config.yml", tmp_path / "_config.yml")
-    runs = tmp_path / "runs"
-    command = [
-        sys.executable, "-m", "countlib", "book",
-        "-p", "steps", "20", "-p", "eval_every", "10", "-p", "hidden", "32",
-        "-p", "runs_dir", str(runs),
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    command = [sys.executable, "-m", "countlib", "book", "--spec", str(TINY_SPEC),
+               "--runs-dir", "runs", "--workers", "2"]  # fmt: skip
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root
 
-    executed = tmp_path / "book" / "generated" / "train_rnn.ipynb"
-    assert executed.exists()
-    assert list(runs.glob("shifted_start-lstm-*/COMPLETE"))
-    headline = next((runs / "headlines").glob("*.json")).read_text()
-    assert '"best_ood"' in headline and '"median_ood"' in headline
 
-    html = tmp_path / "book" / "_build" / "html"
-    page = (html / "generated" / "train_rnn.html").read_text()
-    assert "Accuracy per position" in page
-    assert "<img" in page, "the per-position plot is missing from the rendered notebook"
-    assert (html / "intro.html").exists() and (html / "tasks.html").exists()
-    tables_page = html / "generated" / "paper_tables.html"
-    text = tables_page.read_text()
-    assert "Table 2: Transformers, best of seeds" in text and "Table A8" in text
-    assert "cl-missing" in text, "tables without runs must say so"
-    assert "Scale: smoke" in text
+def page(root: Path, name: str) -> str:
+    return (root / "book" / "_build" / "html" / "generated" / f"{name}.html").read_text()
 
+
+def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
+    runs = load_runs(tiny_book / "runs")
+    assert len(runs) == 8 and set(runs["status"]) == {"complete"}
+    for generated in book_pages(scale="any"):
+        assert (tiny_book / "book" / "generated" / f"{generated.target}.ipynb").exists()
+        assert "Scale: " in page(tiny_book, generated.target) or generated.target == "tasks"
+    rnn = page(tiny_book, "train_rnn")
+    assert "Scale: a given grid" in rnn and "1 run(s) of this family" in rnn
+    assert "Accuracy per position, every configuration" in rnn and "<img" in rnn
+
+
+def test_every_task_is_shown_by_example(tiny_book):
+    text = page(tiny_book, "tasks")
+    for task in ("vanilla_succession", "helper_token", "shifted_start", "mod10", "selective",
+                 "selective_mod4", "first_token_heterogeneous"):  # fmt: skip
+        assert f"{task}: a training example" in text
+    assert "succession (auxiliary): a training example" in text
+    assert text.count('class="countlib-example"') >= 11
+
+
+def cells(html: str, table_id: str) -> list[str]:
+    table = re.search(rf'<table class="countlib-table" id="{table_id}">.*?</table>', html, re.S)
+    assert table, f"table {table_id} is missing"
+    return re.findall(r"<td[^>]*>(.*?)</td>", table.group(0), re.S)
+
+
+def test_each_table_chapter_shows_its_runs_and_says_missing_for_the_rest(tiny_book):
+    table2 = cells(page(tiny_book, "table_2"), "table2")
+    assert len(table2) == 21 * 5
+    filled = [c for c in table2 if "missing" not in c]
+    assert len(filled) == 2  # Shifted Start, 1 layer: NoPE and RoPE
+    assert all('href="provenance.html#shifted_start-transformer-L1-H16-' in c for c in filled)
+    a6 = cells(page(tiny_book, "table_A6"), "tableA6")
+    assert ["missing" in c for c in a6] == [True, True, False, False]  # d = 32 never ran
+    assert "<img" in page(tiny_book, "table_A6")  # per-position curves of its configurations
+    assert "missing" in page(tiny_book, "table_A8") and "<img" not in page(tiny_book, "table_A8")
+    for key in TABLE_CHAPTERS:
+        assert "Scale: spec tiny_book.yaml" in page(tiny_book, f"table_{key}")
+
+
+def test_provenance_anchors_every_run_and_names_the_spec(tiny_book):
+    text = page(tiny_book, "provenance")
+    for run in load_runs(tiny_book / "runs")["run"]:
+        assert f'id="{run}"' in text
+    assert "bidirectional" in text and "Spec settings" in text
+
+
+def test_the_book_has_no_broken_links_and_loads_cleanly_in_a_browser(tiny_book):
+    html = tiny_book / "book" / "_build" / "html"
     assert broken_links(html) == []
     if chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium); browser checks skipped")
-    pages = book_pages(html)
-    shot = ARTIFACTS / "paper_tables.png"
-    assert browse(pages, screenshot=(tables_page, shot)) == {}
+    shot = ARTIFACTS / "table_2.png"
+    assert browse(html_pages(html), screenshot=(html / "generated" / "table_2.html", shot)) == {}
     assert shot.stat().st_size > 10_000
+
+
+def test_a_family_notebook_trains_its_own_grid_without_a_profile(tmp_path):
+    out = tmp_path / "train_transformer.ipynb"
+    parameters = {"pes": ["nope"], "layers": 1, "hidden": 16, "heads": 2, "steps": 12,
+                  "eval_every": 6, "runs_dir": str(tmp_path / "runs")}  # fmt: skip
+    papermill.execute_notebook(str(REPO / "notebooks" / "train_transformer.ipynb"), str(out),
+                               parameters=parameters, kernel_name="python3",
+                               progress_bar=False)  # fmt: skip
+    runs = load_runs(tmp_path / "runs")
+    assert list(runs["status"]) == ["complete"] and list(runs["steps"]) == [12]
+    assert "this notebook's grid" in out.read_text()
+    headline = next((tmp_path / "runs" / "headlines").glob("train_transformer-grid.json"))
+    assert '"best_ood"' in headline.read_text()

@@ -1,0 +1,48 @@
+import pandas as pd
+import pytest
+
+from countlib import report
+from countlib.results import load_runs
+from countlib.train.records import RunDir
+from tests.test_results import fake_run
+
+
+def test_a_notebook_shows_its_families_runs_of_a_profile():
+    rnn = report.notebook_runs(["rnn", "lstm", "gru"], profile="smoke")
+    assert {r.family for r in rnn} == {"rnn", "lstm"} and len(rnn) == 12
+    transformer = report.notebook_runs(["transformer"], profile="smoke")
+    assert {r.config.task for r in transformer} >= {"first_token_heterogeneous", "mod10_bos"}
+
+
+def test_a_grid_replaces_the_notebooks_own_defaults():
+    own = {"steps": 10, "grid": [{"task": "mod10", "model": "lstm"}]}
+    grid = {"steps": 10, "grid": [{"task": "selective", "model": ["lstm", "s4"]}]}
+    assert [r.config.task for r in report.notebook_runs(["lstm"], default=own)] == ["mod10"]
+    chosen = report.notebook_runs(["lstm"], grid=grid, default=own)
+    assert [(r.config.task, r.family) for r in chosen] == [("selective", "lstm")]
+    with pytest.raises(ValueError, match="either a profile or a grid"):
+        report.notebook_runs(["lstm"], profile="smoke", grid=grid)
+
+
+def test_curves_are_taken_at_the_checkpoint_the_tables_report(tmp_path):
+    fake_run(tmp_path, "a", 1, best_ood=(1.0, 0.9), best_val=(1.0, 0.5))
+    rows = [
+        {"step": step, "split": split, "position": pos, "correct": step // 10, "total": 10}
+        for step in (50, 80, 100)
+        for split in ("val", "ood")
+        for pos in (1, 2)
+    ]
+    pd.DataFrame(rows).to_csv(RunDir(tmp_path / "a").per_position, index=False)
+    runs = load_runs(tmp_path)
+    for rule, step in (("best_ood", 80), ("best_val", 50), ("final", 100)):
+        table = report.per_position_at(runs, rule)
+        assert set(table["step"]) == {step} and set(table["split"]) == {"ood"}
+        assert list(table["position"]) == [1, 2] and set(table["task"]) == {"mod10"}
+    with pytest.raises(ValueError, match="choose from"):
+        report.per_position_at(runs, "best")
+
+
+def test_incomplete_runs_have_no_curves(tmp_path):
+    fake_run(tmp_path, "a", 1, best_ood=(1.0, 0.9), best_val=(1.0, 0.5), status="incomplete")
+    assert report.per_position_at(load_runs(tmp_path)).empty
+    assert report.plot_per_position(load_runs(tmp_path)) is None
