@@ -28,15 +28,15 @@ trains 31 times shorter than the paper: a first look at the whole grid, not its 
 
 Table A5's budget is not stated anywhere; its runs get the same steps as the others.
 
-``smoke``: every family (RNN, LSTM, S4, Mamba, RWKV-6, and the Transformer with each of the five
-PEs) on the paper's tasks (Transformers on tasks 2-8, recurrent families on A1's tasks 3-8):
-1 layer, hidden 32, 300 steps at lr 1e-3 without warmup, one seed, evaluation at the start and
-the end: 65 runs. Measured one run at a time with one torch thread on a 2-core CPU that other
-jobs kept busy (load 5-6): the 10 runs of Selective + mod 4, the slowest task (RWKV-6 67 s,
-Mamba 46 s, each Transformer about 20 s), took 260 s; Shifted Start and Vanilla + Succession
-(15 runs) 206 s. That projects to about 20 minutes for the whole profile in one process, and
-about half of it with ``--executor pool --workers 2`` on two free cores. It checks that every
-piece runs end to end; it does not train the models to the paper's accuracy.
+``smoke``: the README's main job. Every family (RNN, LSTM, S4, Mamba, RWKV-6, and the Transformer
+with each of the five PEs) on the paper's tasks (Transformers on tasks 2-8, recurrent families on
+A1's tasks 3-8), plus every appendix table's configurations (A4's BOS tasks, A5 and A6's
+first-token probes at d = 32 and 4, A7's Selective with BOS, A8's train/OOD ratios with a 4-layer
+RoPE model): 1 layer (A8: 4), width 32, 300 steps at lr 1e-3 without warmup, one seed, evaluation
+at the start and the end; 93 runs. `countlib book --profile smoke` trains them two at a time in
+worker processes and builds the book: 10 min 37 s on a fresh clone on a 2-core CPU. It checks that
+every piece runs end to end and fills every table layout; it does not train the models to the
+paper's accuracy.
 """
 
 from __future__ import annotations
