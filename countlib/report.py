@@ -96,12 +96,14 @@ def config_labels(runs: pd.DataFrame, *, only_varying: bool = True) -> pd.Series
 
 def summary_table(
     runs: Sequence[Path] | pd.DataFrame,
-    by: Sequence[str] = ("task", "model", "pe", "layers", "hidden"),
+    by: Sequence[str] = ("task", *CONFIG_COLUMNS),
     rule: str = "best_ood",
 ) -> pd.DataFrame:
-    """Best-of-k and median-of-k IND/OOD with a success flag (OOD >= 95 %), always per model."""
+    """Best-of-k and median-of-k IND/OOD with a success flag (OOD >= 95 %), one row per
+    configuration (always per model); grouping columns no run sets are left out."""
     frame = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
     by = list(by) if "model" in by else ["model", *by]
+    by = [col for col in by if col in frame and frame[col].notna().any()]
     table = aggregate(frame, by=by, rule=rule)
     table["success"] = table["best_ood"] >= SUCCESS_OOD
     return table

@@ -73,9 +73,13 @@ def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
 
 def test_every_task_is_shown_by_example(tiny_book):
     text = page(tiny_book, "tasks")
-    for task in ("vanilla_succession", "helper_token", "shifted_start", "mod10", "selective",
-                 "selective_mod4", "first_token_heterogeneous"):  # fmt: skip
+    tasks = ["vanilla_succession", "helper_token", "helper_token_shifted_start", "shifted_start",
+             "mod10", "selective", "selective_mod4", "first_token_heterogeneous"]  # fmt: skip
+    for task in tasks:
+        assert f'id="{task.replace("_", "-")}"' in text  # its section
+    for task in tasks[3:]:  # single tasks; a mixture's captions name its components
         assert f"{task}: a training example" in text
+    assert "vanilla: a training example" in text
     assert "succession (auxiliary): a training example" in text
     assert text.count('class="countlib-example"') >= 11
 
