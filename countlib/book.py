@@ -119,7 +119,7 @@ def make_book(
     grid: Mapping[str, Any] | None = None,
     scale: str,
     runs_dir: str | Path = "runs",
-    device: str = "cpu",
+    device: str = "auto",
     executor: str = "sequential",
     workers: int | None = None,
     parameters: Mapping[str, Any] | None = None,

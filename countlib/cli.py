@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--runs-dir", default="runs")
     book.add_argument("--executor", choices=("sequential", "pool", "ray"), default="pool")
     book.add_argument("--workers", type=int, help="parallel runs (default: GPUs, or CPU cores)")
-    book.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    book.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     book.add_argument("--notebook", action="append", help="execute only these pages")
     book.add_argument(
         "-p",

@@ -242,9 +242,16 @@ def seed_variance_plot(runs: pd.DataFrame, rule: str = "best_ood"):
     return fig
 
 
+def _hardware(env: dict[str, Any]) -> str:
+    # records written before countlib recorded the processor lack "cpu"
+    cpu = f"{env['cpu']}, {env['cpu_count']} cores" if "cpu" in env else "processor not recorded"
+    gpu = env["device_name"] if env["device"].startswith("cuda") else None
+    return f"{gpu} ({cpu})" if gpu else cpu
+
+
 def provenance_html(runs: pd.DataFrame) -> str:
     """One row per run, anchored by its name, with the environment it ran in."""
-    columns = ["run", "configuration", "status", "steps", "wall s", "device", "software"]
+    columns = ["run", "configuration", "status", "steps", "wall s", "hardware", "software"]
     labels = config_labels(runs, only_varying=False) if len(runs) else runs
     rows = []
     for index, run in runs.iterrows():
@@ -255,7 +262,7 @@ def provenance_html(runs: pd.DataFrame) -> str:
             run["status"],
             run["steps"],
             run["wall_time_s"],
-            f"{env['device']} ({env['device_name']})",
+            _hardware(env),
             f"torch {env['torch']}, countlib {env['countlib']}, {env['precision']}, "
             f"backends {env['backends']}",
         ]

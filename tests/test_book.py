@@ -109,6 +109,7 @@ def test_provenance_anchors_every_run_and_names_the_spec(tiny_book):
     for run in load_runs(tiny_book / "runs")["run"]:
         assert f'id="{run}"' in text
     assert "bidirectional" in text and "Spec settings" in text
+    assert f"{os.cpu_count()} cores" in text and "torch 2.13.0" in text  # hardware, software
 
 
 def test_the_book_has_no_broken_links_and_loads_cleanly_in_a_browser(tiny_book):

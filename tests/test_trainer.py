@@ -44,6 +44,7 @@ def test_run_records_are_complete(tmp_path):
     assert "test split" in summary["note"]
     env = json.loads(run.environment.read_text())
     assert env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert env["cpu_count"] == os.cpu_count() and env["cpu"]  # the hardware behind the numbers
     eval_lines = run.eval_log.read_text().splitlines()
     assert eval_lines[0] == "step,split,metric,value"
     steps = {int(line.split(",")[0]) for line in eval_lines[1:]}

@@ -117,10 +117,23 @@ def environment_record(device: str, precision: str, backends: dict[str, str]) ->
         "git_commit": _git_commit(),
         "device": device,
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "precision": precision,
         "backends": backends,
     }
+
+
+def _cpu_model() -> str:
+    """The processor's model name (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def _git_commit() -> str | None:
