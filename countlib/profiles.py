@@ -70,6 +70,19 @@ RATIO_TASKS = [
     "shifted_start_tr25_te200",
 ]
 
+_PROBE = {"model": "transformer", "layers": 1, "heads": 1, "hidden": [32, 4]}
+#: Tables A5 and A6: tiny already at the paper's size, so the smoke profile runs them as they are.
+FIRST_TOKEN_PROBES = [
+    {"table": "A5", "task": "first_token_homogeneous", **_PROBE, "pe": PAPER_PES},
+    {
+        "table": "A6",
+        "task": "first_token_heterogeneous",
+        **_PROBE,
+        "pe": "nope",
+        "causal": [True, False],
+    },
+]
+
 PAPER: dict[str, Any] = {
     "name": "paper",
     "description": "the paper's protocol: Tables 2/A2, A1/A3, A4-A8; 5 seeds",
@@ -124,25 +137,7 @@ PAPER: dict[str, Any] = {
             "pe": ["nope", "rope"],
             "layers": DEPTHS,
         },
-        {
-            "table": "A5",
-            "task": "first_token_homogeneous",
-            "model": "transformer",
-            "layers": 1,
-            "heads": 1,
-            "hidden": [32, 4],
-            "pe": PAPER_PES,
-        },
-        {
-            "table": "A6",
-            "task": "first_token_heterogeneous",
-            "model": "transformer",
-            "layers": 1,
-            "heads": 1,
-            "hidden": [32, 4],
-            "pe": "nope",
-            "causal": [True, False],
-        },
+        *FIRST_TOKEN_PROBES,
         {
             "table": "A7",
             "task": ["selective", "selective_bos"],
@@ -193,25 +188,7 @@ SMOKE: dict[str, Any] = {
             "heads": 4,
             "pe": ["nope", "rope"],
         },
-        {
-            "table": "A5",
-            "task": "first_token_homogeneous",
-            "model": "transformer",
-            "layers": 1,
-            "heads": 1,
-            "hidden": [32, 4],
-            "pe": PAPER_PES,
-        },
-        {
-            "table": "A6",
-            "task": "first_token_heterogeneous",
-            "model": "transformer",
-            "layers": 1,
-            "heads": 1,
-            "hidden": [32, 4],
-            "pe": "nope",
-            "causal": [True, False],
-        },
+        *FIRST_TOKEN_PROBES,
         {
             "table": "A7",
             "task": "selective_bos",
