@@ -94,17 +94,7 @@ PAPER: dict[str, Any] = {
         {
             "table": "A1",
             "task": RECURRENT_TASKS,
-            "model": ["rnn", "lstm"],
-            "layers": DEPTHS,
-            "hidden": 128,
-            "dropout": 0.1,
-            "lr": 1e-2,
-            "weight_decay": 0.01,
-        },
-        {
-            "table": "A1",
-            "task": RECURRENT_TASKS,
-            "model": "s4",
+            "model": ["rnn", "lstm", "s4"],
             "layers": DEPTHS,
             "hidden": 128,
             "dropout": 0.1,

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from countlib.profiles import get_profile
-from countlib.results import CHECKPOINT_RULES, aggregate, load_per_position, load_runs
+from countlib.results import CHECKPOINT_RULES, aggregate, load_per_position
 from countlib.sweep import SweepRun, expand, run_sweep
 from countlib.tasks import get_task
 
@@ -95,16 +95,14 @@ def config_labels(runs: pd.DataFrame, *, only_varying: bool = True) -> pd.Series
 
 
 def summary_table(
-    runs: Sequence[Path] | pd.DataFrame,
-    by: Sequence[str] = ("task", *CONFIG_COLUMNS),
-    rule: str = "best_ood",
+    runs: pd.DataFrame, by: Sequence[str] = ("task", *CONFIG_COLUMNS), rule: str = "best_ood"
 ) -> pd.DataFrame:
     """Best-of-k and median-of-k IND/OOD with a success flag (OOD >= 95 %), one row per
-    configuration (always per model); grouping columns no run sets are left out."""
-    frame = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
+    configuration (always per model) of the run table ``runs`` (`countlib.results.load_runs`);
+    grouping columns no run sets are left out."""
     by = list(by) if "model" in by else ["model", *by]
-    by = [col for col in by if col in frame and frame[col].notna().any()]
-    table = aggregate(frame, by=by, rule=rule)
+    by = [col for col in by if col in runs and runs[col].notna().any()]
+    table = aggregate(runs, by=by, rule=rule)
     table["success"] = table["best_ood"] >= SUCCESS_OOD
     return table
 
@@ -122,11 +120,7 @@ def per_position_at(runs: pd.DataFrame, rule: str = "best_ood", split: str = "oo
         return table
     table = table[table["split"] == split]
     info = done.set_index("run")
-    if rule == "final":
-        chosen = table.groupby("run")["step"].transform("max")
-    else:
-        chosen = table["run"].map(info[f"{rule}_step"])
-    table = table[table["step"] == chosen]
+    table = table[table["step"] == table["run"].map(info[f"{rule}_step"])]
     return table.join(info.drop(columns=[c for c in info if c in table]), on="run")
 
 
