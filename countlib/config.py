@@ -14,21 +14,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from countlib.batches import POSITION_SCHEMES
+from countlib.batches import POSITION_SCHEMES, RANDOM_SCHEMES
 from countlib.models import get_family, model_config
 from countlib.tasks import Task, get_task
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-#: The five seeds of the original experiments, used when a grid asks for seeds.
-PAPER_SEEDS = (1234, 12, 123, 42, 319)
 
 
 @dataclass
 class OptimConfig:
     """AdamW with linear warmup then a constant rate; budget in optimizer steps.
 
-    ``steps``, ``lr``, ``weight_decay`` and ``warmup_steps`` of None take the model family's
-    default.
+    ``steps``, ``lr``, ``weight_decay``, ``warmup_steps``, ``betas`` and ``l2wrap`` of None take
+    the model family's default (`countlib.models.MODELS`).
     """
 
     steps: int | None = None
@@ -36,15 +34,31 @@ class OptimConfig:
     lr: float | None = None
     weight_decay: float | None = None
     warmup_steps: int | None = None
-    betas: tuple[float, float] = (0.9, 0.999)
+    #: AdamW's (beta1, beta2).
+    betas: tuple[float, float] | None = None
     grad_clip: float = 1.0
+    #: Strength of RWKV-LM's L2Wrap logit regulariser (the original's 1e-4); 0 turns it off.
+    l2wrap: float | None = None
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
         if (self.steps is not None and self.steps < 1) or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.betas is not None:
+            self.betas = _betas(self.betas)
+        if self.l2wrap is not None and self.l2wrap < 0:
+            raise ValueError(f"l2wrap must be non-negative, got {self.l2wrap}")
+
+
+def _betas(value: Any) -> tuple[float, float]:
+    """A (beta1, beta2) pair from a tuple or a JSON/YAML list."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"betas must be a pair [beta1, beta2], got {value!r}")
+    pair = (float(value[0]), float(value[1]))
+    if not all(0 <= b < 1 for b in pair):
+        raise ValueError(f"betas must lie in [0, 1), got {value!r}")
+    return pair
 
 
 @dataclass
@@ -106,6 +120,7 @@ class RunConfig:
         options = asdict(model_cfg)
         options.pop("vocab_size")
         default_scheme = getattr(model_cfg, "default_position_scheme", family.position_scheme)
+        scheme = self.position_scheme or default_scheme
         optim = dataclasses.replace(
             self.optim,
             steps=family.steps if self.optim.steps is None else self.optim.steps,
@@ -116,6 +131,8 @@ class RunConfig:
             warmup_steps=(
                 family.warmup_steps if self.optim.warmup_steps is None else self.optim.warmup_steps
             ),
+            betas=family.betas if self.optim.betas is None else self.optim.betas,
+            l2wrap=family.l2wrap if self.optim.l2wrap is None else self.optim.l2wrap,
         )
         return dataclasses.replace(
             self,
@@ -128,12 +145,17 @@ class RunConfig:
                 if self.aux_share is None and hasattr(task, "aux_share")
                 else self.aux_share
             ),
-            position_scheme=self.position_scheme or default_scheme,
+            position_scheme=scheme,
+            # a fixed position scheme gives the same ids on every draw: one draw is all of them
+            eval=dataclasses.replace(
+                self.eval, shift_samples=self.eval.shift_samples if scheme in RANDOM_SCHEMES else 1
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["optim"]["betas"] = list(data["optim"]["betas"])
+        if data["optim"]["betas"] is not None:
+            data["optim"]["betas"] = list(data["optim"]["betas"])
         return data
 
     @classmethod

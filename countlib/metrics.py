@@ -1,9 +1,12 @@
 """Accuracy metrics, accumulated over batches: the five original ones (seed-spec 4.1), the
-corrected extrapolation accuracy, exact match, and per-position / per-count / per-length tables.
+corrected extrapolation accuracy, first-position accuracy, exact match, and per-position /
+per-count / per-length tables.
 
-Naming convention for callers: IND accuracy = ``acc`` on the val split; OOD accuracy =
-``extrapolation_acc`` on the ood split. ``legacy_unseen_len_acc`` is the paper's original OOD
-number, which skips the first extrapolated position when a start or BOS token is present.
+Naming convention for callers: IND accuracy = ``acc`` on the val split and OOD accuracy =
+``extrapolation_acc`` on the ood split, unless the task declares other headline metrics
+(`countlib.tasks.Task.ind_metric` / ``ood_metric``; the first-token probes score ``first_acc``).
+``legacy_unseen_len_acc`` is the paper's original OOD number, which skips the first
+extrapolated position when a start or BOS token is present.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from countlib.vocab import Vocab
 
 Tally = dict[int, tuple[int, int]]  # key -> (correct, total)
 
-_SCALARS = ("all", "extrapolation", "legacy", "counting", "last", "exact")
+_SCALARS = ("all", "extrapolation", "legacy", "counting", "first", "last", "exact")
 
 
 def _ratio(correct: int, total: int) -> float | None:
@@ -38,6 +41,7 @@ class EvalResult:
     extrapolation_acc: float | None  # supervised positions with real_index >= max_train_length
     legacy_unseen_len_acc: float  # original "Unseen Len Acc"; -1.0 when no such position
     counting_acc: float | None  # all supervised positions but the last of each sequence
+    first_acc: float | None  # the first supervised position of each sequence
     last_acc: float | None  # the last supervised position of each sequence
     exact_match: float | None  # sequences with every supervised position right
     tokens: int  # supervised positions scored
@@ -103,6 +107,8 @@ class Scores:
         index = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
         last_index = torch.where(supervised, index, -1).amax(dim=1, keepdim=True)
         is_last = supervised & (index == last_index)
+        first_index = torch.where(supervised, index, labels.shape[1]).amin(dim=1, keepdim=True)
+        is_first = supervised & (index == first_index)
         counting = supervised & ~is_last
         scored = last_index.squeeze(1) >= 0
         exact = scored & (right.sum(1) == supervised.sum(1))
@@ -112,6 +118,7 @@ class Scores:
             "extrapolation": batch.extrapolation & supervised,
             "legacy": batch.legacy_unseen & supervised,
             "counting": counting,
+            "first": is_first,
             "last": is_last,
         }
         sums = [t for m in masks.values() for t in ((right & m).sum(), m.sum())]
@@ -141,6 +148,7 @@ class Scores:
             extrapolation_acc=_ratio(*c["extrapolation"]),
             legacy_unseen_len_acc=-1.0 if legacy is None else legacy,
             counting_acc=_ratio(*c["counting"]),
+            first_acc=_ratio(*c["first"]),
             last_acc=_ratio(*c["last"]),
             exact_match=_ratio(*c["exact"]),
             tokens=c["all"][1],

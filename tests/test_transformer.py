@@ -121,7 +121,6 @@ def test_undefined_positional_schemes_are_errors_listing_valid_ones(pe):
         ({"attention": "flash"}, "sdpa"),
         ({"ape_init": "zeros"}, "normal"),
         ({"ape_frozen": True}, "need 'ape'"),
-        ({"frozen_null_row": V}, "frozen_null_row"),
         ({"pe": "rope", "hidden": 6, "heads": 2}, "even head dimension"),
         ({"pe": "alibi", "causal": False}, "causal=False is not supported"),
         ({"pe": "ape+t5", "causal": False}, "use nope, sine, ape, rope or spe"),
@@ -372,20 +371,6 @@ def test_frozen_ape_keeps_its_random_table():
     assert before.std().item() == pytest.approx(0.02, rel=0.2)
     _train(model, "ape", steps=2)
     assert torch.equal(model.pos_emb.weight, before)
-
-
-def test_frozen_null_row_is_zero_and_stays_fixed():
-    model = tiny(frozen_null_row=0).train()
-    table = model.tok_emb.table()
-    assert torch.isfinite(table).all() and torch.all(table[0] == 0)
-    assert table[1:].std().item() == pytest.approx(0.02, rel=0.2)
-    assert parameters(model, trainable=True) == parameters(tiny()) - 16
-    before = table.detach().clone()
-    _train(model, "nope", steps=3, weight_decay=0.1)
-    after = model.tok_emb.table()
-    assert torch.all(after[0] == 0)
-    assert not torch.allclose(after[1:], before[1:])
-    assert "tok_emb.frozen" in model.state_dict()  # checkpoints carry the fixed row
 
 
 @pytest.mark.parametrize("pe", ["ape", "sine", "ape+rope"])

@@ -1,16 +1,19 @@
 """Model registry: a family name maps to its config dataclass and module class.
 
 Every model takes ``(input_ids, *, position_ids=None, attention_mask=None)`` and returns logits
-``[batch, time, vocab]``; recurrent families ignore positions and masks.
+``[batch, time, vocab]``; recurrent families ignore positions and masks. ``token_embedding()``
+returns its token lookup table, whose ``weight`` has one row per vocabulary id.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from countlib.models.mamba import MambaConfig, MambaModel
@@ -28,6 +31,12 @@ class Family:
     lr: float
     weight_decay: float
     warmup_steps: int
+    #: Fidelity defaults, each with its source at the registration below: AdamW's betas, the
+    #: L2Wrap logit regulariser's strength (0 = off), and the mixed precision of a CUDA run
+    #: whose config says "auto" ("bf16", "fp16" or "fp32"; CPU runs are always fp32).
+    betas: tuple[float, float]
+    l2wrap: float
+    gpu_precision: str
     #: Training budget in optimizer steps: the paper's for Transformers; a CPU-scale budget
     #: for recurrent families, whose paper budgets were not published.
     steps: int = 20_000
@@ -35,25 +44,61 @@ class Family:
     position_scheme: str = "none"
 
 
-_RECURRENT = {"lr": 5e-3, "weight_decay": 0.0, "warmup_steps": 0, "steps": 10_000}
+#: PyTorch's AdamW betas, which every original trainer but RWKV's kept.
+TORCH_BETAS = (0.9, 0.999)
+#: seed-spec 3.3 (the RNN/LSTM/S4 trainer): PyTorch's AdamW betas, no L2Wrap, accelerate fp16.
+_S4_TRAINER = {"betas": TORCH_BETAS, "l2wrap": 0.0, "gpu_precision": "fp16"}
+#: seed-spec 3.5: FusedAdam betas (0.9, 0.99), L2Wrap 1e-4, Lightning bf16 (seed-spec 3.1's
+#: launch line; the wkv kernels take bf16).
+_RWKV_TRAINER = {"betas": (0.9, 0.99), "l2wrap": 1e-4, "gpu_precision": "bf16"}
+_RECURRENT = {"lr": 5e-3, "weight_decay": 0.0, "warmup_steps": 0, "steps": 10_000} | _S4_TRAINER
 
 MODELS: dict[str, Family] = {
     # Documented CPU defaults: a 1-layer LSTM of width 128 counts Shifted Start and mod 10
     # inductively within this budget (the paper's winning settings were not published).
+    # Betas, L2Wrap and precision as the original RNN/LSTM trainer (GRU, not in the original,
+    # shares them).
     "rnn": Family(RNNConfig, RecurrentModel, **_RECURRENT),
     "lstm": Family(LSTMConfig, RecurrentModel, **_RECURRENT),
     "gru": Family(GRUConfig, RecurrentModel, **_RECURRENT),
     # seed-spec 3.3: lr 0.01, weight decay 0.01, constant; SSM parameters get min(1e-3, lr).
-    "s4": Family(S4Config, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0),
-    "s4d": Family(S4DConfig, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0),
-    # seed-spec 3.4: AdamW 1e-4, no weight decay, constant, fp32 in the original.
-    "mamba": Family(MambaConfig, MambaModel, lr=1e-4, weight_decay=0.0, warmup_steps=0),
+    # Model default S4Config.b_imag_clip = 2.0: the S4 code the original copied (seed-spec 2.2,
+    # HiPPO-LegS DPLR init; state-spaces/s4 ``nplr(B_clip=2.0)``) clips Im(B) at +-2, in S4D-LegS
+    # too; None turns the clip off.
+    "s4": Family(S4Config, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0, **_S4_TRAINER),
+    "s4d": Family(S4DConfig, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0, **_S4_TRAINER),
+    # seed-spec 3.4: AdamW 1e-4 with PyTorch's betas, no weight decay, constant, no L2Wrap,
+    # fp32 (accelerate mixed precision "no").
+    "mamba": Family(
+        MambaConfig,
+        MambaModel,
+        lr=1e-4,
+        weight_decay=0.0,
+        warmup_steps=0,
+        betas=TORCH_BETAS,
+        l2wrap=0.0,
+        gpu_precision="fp32",
+    ),
     # seed-spec 3.5: lr 1e-4 constant, no weight decay (x2 lr on the base decay vector).
-    "rwkv6": Family(RWKVConfig, RWKVModel, lr=1e-4, weight_decay=0.0, warmup_steps=0),
-    "rwkv5": Family(RWKV5Config, RWKVModel, lr=1e-4, weight_decay=0.0, warmup_steps=0),
-    # protocol.md: AdamW 1e-4, weight decay 0.01 on every parameter, 3,000 warmup steps.
+    "rwkv6": Family(
+        RWKVConfig, RWKVModel, lr=1e-4, weight_decay=0.0, warmup_steps=0, **_RWKV_TRAINER
+    ),
+    "rwkv5": Family(
+        RWKV5Config, RWKVModel, lr=1e-4, weight_decay=0.0, warmup_steps=0, **_RWKV_TRAINER
+    ),
+    # protocol.md: AdamW 1e-4 (PyTorch's betas), weight decay 0.01 on every parameter, 3,000
+    # warmup steps, no L2Wrap; bf16 instead of the original's fp16 (protocol.md, seed-spec 7.17:
+    # 19 of the original's 618 fp16 runs ended in NaN).
     "transformer": Family(
-        TransformerConfig, Transformer, lr=1e-4, weight_decay=0.01, warmup_steps=3000, steps=312_500
+        TransformerConfig,
+        Transformer,
+        lr=1e-4,
+        weight_decay=0.01,
+        warmup_steps=3000,
+        betas=TORCH_BETAS,
+        l2wrap=0.0,
+        gpu_precision="bf16",
+        steps=312_500,
     ),
 }
 
@@ -95,6 +140,34 @@ def model_config(
 
 def build_model(name: str, vocab_size: int, **options: Any) -> nn.Module:
     return get_family(name).model(model_config(name, vocab_size, options))
+
+
+def freeze_token_rows(model: nn.Module, token_ids: Sequence[int]) -> Callable[[], None]:
+    """Hold the token-embedding rows of ``token_ids`` at zero while ``model`` trains.
+
+    The rows start at zero (seed-spec 7, bug 14: the original left its frozen ``<null>`` row
+    uninitialised). Their gradient is masked, so that gradient clipping and the optimizer's
+    moments never see them, as for the original's non-trainable row. The returned function
+    re-zeroes them; called after every optimizer step, it keeps them at zero whatever the update
+    rule does with a zero gradient (decoupled weight decay, momentum).
+    """
+    if not token_ids:
+        return lambda: None
+    weight = model.token_embedding().weight
+    if weight.shape[0] != model.config.vocab_size:
+        raise ValueError(
+            f"the token embedding has {weight.shape[0]} rows for {model.config.vocab_size} "
+            "tokens; freezing needs one row per token"
+        )
+    rows = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+
+    @torch.no_grad()
+    def zero_rows() -> None:
+        weight.index_fill_(0, rows.to(weight.device), 0.0)
+
+    zero_rows()
+    weight.register_hook(lambda grad: grad.index_fill(0, rows.to(grad.device), 0.0))
+    return zero_rows
 
 
 def parameter_count(model: nn.Module, trainable_only: bool = True) -> int:

@@ -382,6 +382,13 @@ class MambaModel(nn.Module):
         residual = hidden + residual
         return self.lm_head(self.backbone.norm_f(residual.to(self.backbone.norm_f.weight.dtype)))
 
+    def token_embedding(self) -> nn.Embedding:
+        """The token lookup table, one row per vocabulary id (the trainer freezes rows of it).
+
+        The output head is tied to it, so a frozen zero row also fixes that token's logit at 0.
+        """
+        return self.backbone.embedding
+
     def backends(self) -> dict[str, str]:
         return {"mamba": self.backend}
 

@@ -69,6 +69,10 @@ class RecurrentModel(nn.Module):
         hidden, _ = self.rnn(self.embedding(input_ids))
         return self.head(hidden)
 
+    def token_embedding(self) -> nn.Embedding:
+        """The token lookup table, one row per vocabulary id (the trainer freezes rows of it)."""
+        return self.embedding
+
     def state_size(self) -> int:
         """Floats carried from one step to the next (zoology's fair-comparison measure)."""
         per_layer = self.config.hidden * (2 if self.config.cell == "lstm" else 1)

@@ -444,6 +444,10 @@ class RWKVModel(nn.Module):
             else:
                 nn.init.orthogonal_(module.weight, gain=gain)
 
+    def token_embedding(self) -> nn.Embedding:
+        """The token lookup table, one row per vocabulary id (the trainer freezes rows of it)."""
+        return self.embedding
+
     def backends(self) -> dict[str, str]:
         return {"wkv": resolve_backend(self.config, self.head.weight.device)}
 
@@ -484,3 +488,37 @@ class RWKVModel(nn.Module):
             {"params": rest, "weight_decay": 0.0},
             {"params": decay_base, "weight_decay": 0.0, "lr": 2 * optim.lr},
         ]
+
+
+# -- training loss -------------------------------------------------------------------------------
+
+
+class L2Wrap(torch.autograd.Function):
+    """RWKV-LM's logit regulariser (seed-spec 3.5) around a loss computed from ``logits``.
+
+    Forward returns the loss unchanged. Backward adds, at every position of ``logits``
+    [..., V], ``coefficient * max_v logits[..., v]`` to the gradient of that position's arg-max
+    logit, which pulls the largest logit towards 0. The original's coefficient is
+    1e-4 / (B * T) over its whole [B, T, V] logits, labelled or not. The added gradient is
+    scaled by the loss's incoming gradient (1 in the original, which did no loss scaling), so
+    that it survives fp16 loss scaling as the loss's own gradient does.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, loss: Tensor, logits: Tensor, coefficient: float) -> Tensor:
+        ctx.save_for_backward(logits)
+        ctx.coefficient = coefficient
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, Tensor, None]:
+        (logits,) = ctx.saved_tensors
+        top, index = logits.max(dim=-1, keepdim=True)
+        grad_logits = torch.zeros_like(logits).scatter_(-1, index, top * ctx.coefficient)
+        return grad_loss, grad_logits * grad_loss, None
+
+
+def l2wrap(loss: Tensor, logits: Tensor, coefficient: float) -> Tensor:
+    """``loss`` with `L2Wrap`'s extra gradient on ``logits``."""
+    return L2Wrap.apply(loss, logits, coefficient)

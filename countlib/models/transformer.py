@@ -89,8 +89,6 @@ class TransformerConfig:
     must_attend_to_identity: bool = False
     #: False: bidirectional attention (no causal mask), for the first-token probe of Table A6.
     causal: bool = True
-    #: Vocabulary row held at a fixed zero vector that never trains (the ``<null>`` token).
-    frozen_null_row: int | None = None
     #: "sdpa": PyTorch's fused kernel; "explicit": float32 logits and softmax written out.
     attention: str = "sdpa"
     layer_norm_eps: float = 1e-5
@@ -113,11 +111,6 @@ class TransformerConfig:
             raise ValueError(f"unknown ape_init {self.ape_init!r}; choose from {APE_INITS}")
         if (self.ape_init != "normal" or self.ape_frozen) and "ape" not in parts:
             raise ValueError(f"ape_init and ape_frozen need 'ape' in pe, got pe={self.pe!r}")
-        if self.frozen_null_row is not None and not 0 <= self.frozen_null_row < self.vocab_size:
-            raise ValueError(
-                f"frozen_null_row must be a vocabulary index in [0, {self.vocab_size}), "
-                f"got {self.frozen_null_row}"
-            )
         if not self.causal and {"alibi", "t5"} & set(parts):
             raise ValueError(
                 f"causal=False is not supported with pe={self.pe!r}: alibi and t5 biases are "
@@ -291,37 +284,14 @@ class Block(nn.Module):
 # -- model ---------------------------------------------------------------------------------------
 
 
-class TokenEmbedding(nn.Module):
-    """Token lookup table; with ``frozen_row`` that row is a fixed zero vector (a buffer, so no
-    optimizer or weight decay ever touches it) and the other rows train."""
-
-    def __init__(self, vocab_size: int, dim: int, frozen_row: int | None) -> None:
-        super().__init__()
-        self.frozen_row = frozen_row
-        trainable_rows = vocab_size if frozen_row is None else vocab_size - 1
-        self.weight = nn.Parameter(torch.empty(trainable_rows, dim))
-        if frozen_row is not None:
-            self.register_buffer("frozen", torch.zeros(1, dim))
-
-    def table(self) -> torch.Tensor:
-        if self.frozen_row is None:
-            return self.weight
-        r = self.frozen_row
-        return torch.cat((self.weight[:r], self.frozen, self.weight[r:]))
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(input_ids, self.table())
-
-
 class Transformer(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
         parts = config.pe_parts
         d = config.hidden
-        self.tok_emb = TokenEmbedding(
-            config.vocab_size, d - 1 if "spe" in parts else d, config.frozen_null_row
-        )
+        # the task's frozen tokens (a ``<null>`` row) are held fixed by the trainer
+        self.tok_emb = nn.Embedding(config.vocab_size, d - 1 if "spe" in parts else d)
         if "ape" in parts:
             self.pos_emb = nn.Embedding(config.max_positions, d)
         if "sine" in parts:
@@ -346,7 +316,7 @@ class Transformer(nn.Module):
                 nn.init.normal_(module.weight, std=INIT_STD)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.Embedding, TokenEmbedding)):
+            elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=INIT_STD)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
@@ -363,6 +333,10 @@ class Transformer(nn.Module):
                 )
         if self.config.ape_frozen:
             self.pos_emb.weight.requires_grad_(False)
+
+    def token_embedding(self) -> nn.Embedding:
+        """The token lookup table (the trainer freezes rows of it)."""
+        return self.tok_emb
 
     def backends(self) -> dict[str, str]:
         return {"attention": self.config.attention}

@@ -59,6 +59,11 @@ class Task(ABC):
     splits: dict[str, SplitInfo]
     #: Vocabulary rows whose embedding must stay fixed (frozen ``<null>``).
     frozen_tokens: tuple[str, ...] = ()
+    #: The metrics (`countlib.metrics.EvalResult` fields) that are this task's IND accuracy on
+    #: the "val" split and its OOD accuracy on the "ood" split: what the tables report and what
+    #: selects the best checkpoints.
+    ind_metric: str = "acc"
+    ood_metric: str = "extrapolation_acc"
 
     @abstractmethod
     def sample(self, rng: random.Random) -> Example:

@@ -2,8 +2,10 @@
 
 The original generator was never released; this one follows the paper's description. At every
 position the label says whether that position holds the sequence's first token: `T` at position
-0, `F` everywhere else. Training sequences have length 50, OOD sequences length 128, so OOD
-accuracy measures whether "I am not first" survives unseen positions.
+0, `F` everywhere else. Training sequences have length 50, OOD sequences length 128. Training
+is supervised at every position, but, as in the paper, the task's IND and OOD accuracy score
+only the first token's T/F prediction (``first_acc``, on the length-50 and length-128 splits):
+over all positions a model that always answers `F` would read 98 % / 99 %.
 
 * ``first_token_homogeneous``: every token is `a`, so only position can tell the first token.
 * ``first_token_heterogeneous``: the 10 tokens `a`..`j`, each repeated equally often as far as
@@ -29,6 +31,8 @@ TRAIN_LENGTH, OOD_LENGTH = 50, 128
 
 
 class FirstTokenProbe(Task):
+    ind_metric = ood_metric = "first_acc"
+
     def __init__(
         self, name: str, alias: str, symbols: Sequence[str], *, lines: int, description: str
     ) -> None:

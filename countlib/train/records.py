@@ -7,7 +7,10 @@ Layout::
         environment.json   versions, device, kernel backends
         train.csv          step, loss, lr (every log interval)
         eval.csv           step, split, metric, value (tidy)
-        per_position.csv   step, split, position, correct, total
+        per_position.csv   step, split, position, correct, total (position: real-token index)
+        per_count.csv      step, split, count, correct, total (count: the label token)
+        per_length.csv     step, split, length, correct, total (length: real tokens of the
+                           sequence; every supervised position of it is tallied)
         summary.json       status, final and best metrics
         last.pt            full training state (exact resume)
         best_val.safetensors, best_ood.safetensors   model weights
@@ -54,6 +57,10 @@ def atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[
     atomic_write_text(path, buffer.getvalue())
 
 
+#: The accuracy tallies written at every evaluation: kind -> the file's key column.
+TALLIES = ("position", "count", "length")
+
+
 class RunLockedError(RuntimeError):
     """The run is being trained by another process right now."""
 
@@ -67,6 +74,8 @@ class RunDir:
     train_log = property(lambda self: self.path / "train.csv")
     eval_log = property(lambda self: self.path / "eval.csv")
     per_position = property(lambda self: self.path / "per_position.csv")
+    per_count = property(lambda self: self.path / "per_count.csv")
+    per_length = property(lambda self: self.path / "per_length.csv")
     summary = property(lambda self: self.path / "summary.json")
     last = property(lambda self: self.path / "last.pt")
     best_val = property(lambda self: self.path / "best_val.safetensors")
@@ -89,6 +98,12 @@ class RunDir:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def tally(self, kind: str) -> Path:
+        """The CSV of one of `TALLIES`."""
+        if kind not in TALLIES:
+            raise ValueError(f"unknown tally {kind!r}; choose from {', '.join(TALLIES)}")
+        return self.path / f"per_{kind}.csv"
 
     def is_complete(self) -> bool:
         return self.complete_marker.exists()

@@ -23,15 +23,23 @@ from tqdm import tqdm  # tqdm.auto warns in notebooks without ipywidgets
 from countlib.batches import Collator
 from countlib.config import RunConfig
 from countlib.metrics import EvalResult
-from countlib.models import build_model, parameter_count
+from countlib.models import build_model, freeze_token_rows, get_family, parameter_count
+from countlib.models.rwkv import l2wrap
 from countlib.tasks import Task, get_task
 from countlib.train.checkpoint import load_state, save_state, save_weights
 from countlib.train.evaluate import evaluate
-from countlib.train.records import RunDir, atomic_write_csv, atomic_write_json, environment_record
+from countlib.train.records import (
+    TALLIES,
+    RunDir,
+    atomic_write_csv,
+    atomic_write_json,
+    environment_record,
+)
 
-BEST_BY_OOD_NOTE = (
+BEST_CHECKPOINT_NOTE = (
     "best_ood selects the checkpoint on the OOD test split itself, as the paper's protocol does; "
-    "best_val selects on the in-distribution validation split."
+    "best_val selects on the in-distribution validation split. Only trained evaluations "
+    "(step > 0) are candidates, and a tie goes to the later step."
 )
 
 
@@ -53,10 +61,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """Accelerate's mixed-precision name. CPU trains in fp32: bf16 autocast is slow there."""
+def resolve_precision(precision: str, device: str, model: str) -> str:
+    """Accelerate's mixed-precision name. "auto" is the family's ``gpu_precision`` on CUDA and
+    fp32 on CPU, where half-precision autocast is slow."""
     if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "no"
+        precision = get_family(model).gpu_precision if device.startswith("cuda") else "fp32"
     return {"fp32": "no"}.get(precision, precision)
 
 
@@ -86,7 +95,9 @@ class Trainer:
         self.task = task_for(self.config)
         self.accelerator = Accelerator(
             cpu=self.device == "cpu",
-            mixed_precision=resolve_precision(self.config.precision, self.device),
+            mixed_precision=resolve_precision(
+                self.config.precision, self.device, self.config.model
+            ),
         )
         self.collator = Collator(
             self.task,
@@ -102,6 +113,9 @@ class Trainer:
         self.splits = {name: self.task.split(name, seed=cfg.eval.seed) for name in self.task.splits}
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, len(self.task.vocab), **cfg.model_options)
+        # The nullseq tasks' <null> row: zero and untrained in every family (seed-spec 7.14).
+        frozen = self.task.vocab.ids(self.task.frozen_tokens)
+        self.zero_frozen_rows = freeze_token_rows(model, frozen)
         groups = model.param_groups(cfg.optim) if hasattr(model, "param_groups") else None
         optimizer = torch.optim.AdamW(
             groups or model.parameters(),
@@ -120,7 +134,8 @@ class Trainer:
         self.step = 0
         self.train_rows: list[list[Any]] = []
         self.eval_rows: list[list[Any]] = []
-        self.position_rows: list[list[Any]] = []
+        #: Per-position, per-count and per-length tallies: [step, split, key, correct, total].
+        self.tally_rows: dict[str, list[list[Any]]] = {kind: [] for kind in TALLIES}
         self.best: dict[str, dict[str, Any]] = {}
         self.elapsed = 0.0
 
@@ -139,7 +154,7 @@ class Trainer:
                 {
                     "train": self.train_rows,
                     "eval": self.eval_rows,
-                    "per_position": self.position_rows,
+                    "tallies": self.tally_rows,
                     "best": self.best,
                     "elapsed": self.elapsed,
                 }
@@ -160,7 +175,7 @@ class Trainer:
         history = json.loads(state["history"])
         self.train_rows = history["train"]
         self.eval_rows = history["eval"]
-        self.position_rows = history["per_position"]
+        self.tally_rows = history["tallies"]
         self.best = history["best"]
         self.elapsed = history["elapsed"]
         self.step = state["step"]
@@ -226,13 +241,18 @@ class Trainer:
                 position_ids=batch.position_ids,
                 attention_mask=batch.attention_mask,
             )
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=-1
-        )
+        logits = logits.float()
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten(), ignore_index=-1)
+        if self.config.optim.l2wrap:
+            # The original padded every batch to max_seq_len, so its 1e-4 / (B * T) had
+            # T = max_seq_len: each position of the shorter batches here gets its exact term.
+            scale = self.config.optim.l2wrap / (logits.shape[0] * self.task.max_seq_len)
+            loss = l2wrap(loss, logits, scale)
         self.accelerator.backward(loss)
         if self.config.optim.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
+        self.zero_frozen_rows()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
@@ -245,8 +265,8 @@ class Trainer:
 
         return {
             "loss": f"{loss:.4f}",
-            "ind": fmt(latest.get(("val", "acc"))),
-            "ood": fmt(latest.get(("ood", "extrapolation_acc"))),
+            "ind": fmt(latest.get(("val", self.task.ind_metric))),
+            "ood": fmt(latest.get(("ood", self.task.ood_metric))),
         }
 
     @property
@@ -277,23 +297,32 @@ class Trainer:
         for split, result in results.items():
             for metric, value in result.to_dict().items():
                 self.eval_rows.append([self.step, split, metric, value])
-            for position, (correct, total) in result.per_position.items():
-                self.position_rows.append([self.step, split, position, correct, total])
+            for kind in TALLIES:
+                for key, (correct, total) in getattr(result, f"per_{kind}").items():
+                    self.tally_rows[kind].append([self.step, split, key, correct, total])
         self._update_best(results)
         if self.accelerator.is_main_process:
             save_state(self.run.last, self._state(), self.hash)
             self._write_history()
 
     def _update_best(self, results: dict[str, EvalResult]) -> None:
-        ind = results["val"].acc
-        ood = results["ood"].extrapolation_acc
+        """Keep the best trained checkpoint by IND and by OOD (the task's metrics).
+
+        The untrained model (step 0) stays in the history but is never a best checkpoint: a run
+        whose OOD is 0 at every trained evaluation would otherwise report the untrained model's
+        IND. Ties go to the later step, the longer-trained model.
+        """
+        if self.step == 0:
+            return
+        ind = getattr(results["val"], self.task.ind_metric)
+        ood = getattr(results["ood"], self.task.ood_metric)
         point = {"step": self.step, "ind": ind, "ood": ood}
         for key, metric, path in (
             ("val", "ind", self.run.best_val),
             ("ood", "ood", self.run.best_ood),
         ):
             value = point[metric]
-            if value is None or (key in self.best and value <= self.best[key][metric]):
+            if value is None or (key in self.best and value < self.best[key][metric]):
                 continue
             self.best[key] = point
             if self.accelerator.is_main_process:
@@ -314,11 +343,12 @@ class Trainer:
     def _write_history(self) -> None:
         atomic_write_csv(self.run.train_log, ["step", "loss", "lr", "elapsed_s"], self.train_rows)
         atomic_write_csv(self.run.eval_log, ["step", "split", "metric", "value"], self.eval_rows)
-        atomic_write_csv(
-            self.run.per_position,
-            ["step", "split", "position", "correct", "total"],
-            self.position_rows,
-        )
+        for kind in TALLIES:
+            atomic_write_csv(
+                self.run.tally(kind),
+                ["step", "split", kind, "correct", "total"],
+                self.tally_rows[kind],
+            )
 
     def _finish(self, status: str, reason: str = "") -> TrainResult:
         model = self.accelerator.unwrap_model(self.model)
@@ -337,12 +367,13 @@ class Trainer:
             "state_size": model.state_size() if hasattr(model, "state_size") else None,
             "final": {
                 "step": self._last_eval,
-                "ind": final.get(("val", "acc")),
-                "ood": final.get(("ood", "extrapolation_acc")),
+                "ind": final.get(("val", self.task.ind_metric)),
+                "ood": final.get(("ood", self.task.ood_metric)),
             },
             "best_val": self.best.get("val"),
             "best_ood": self.best.get("ood"),
-            "note": BEST_BY_OOD_NOTE,
+            "metrics": {"ind": f"val/{self.task.ind_metric}", "ood": f"ood/{self.task.ood_metric}"},
+            "note": BEST_CHECKPOINT_NOTE,
         }
         if self.accelerator.is_main_process:
             self._write_history()
