@@ -13,6 +13,7 @@ from countlib.batches import (
     evaluation_batches,
     max_seen_length,
 )
+from countlib.tasks import get_task
 from countlib.tasks.base import DataError, Example, SplitInfo, Task, real_length
 from countlib.vocab import BLANK, PAD, Vocab, numbers
 
@@ -299,19 +300,11 @@ def test_collation_is_fast():
     assert per_batch < 0.01, f"{per_batch * 1e3:.2f} ms per batch of 32 x 50"
 
 
-# Registry tasks, once the task families are importable.
-
-
-def _registry_task(name: str) -> Task:
-    tasks = pytest.importorskip("countlib.tasks")
-    try:
-        return tasks.get_task(name)
-    except (KeyError, AttributeError):
-        pytest.skip(f"task {name} is not registered yet")
+# Registry tasks.
 
 
 def test_registry_shiftedstart3_legacy_off_by_one():
-    task = _registry_task("counting_samesymbol_shiftedstart3")
+    task = get_task("counting_samesymbol_shiftedstart3")
     collator = Collator(task, "shift")
     assert collator.legacy_threshold == 51 == task.max_train_length
     ood = task.split("ood")[:64]
@@ -323,7 +316,7 @@ def test_registry_shiftedstart3_legacy_off_by_one():
 
 
 def test_registry_padhelper_positions():
-    task = _registry_task("counting_samesymbol_shiftedstart3_padhelper")
+    task = get_task("counting_samesymbol_shiftedstart3_padhelper")
     inputs, _ = task.split("val")[0]
     batch = Collator(task)([task.split("val")[0]], random.Random(0))
     is_pad = torch.tensor([tok == PAD for tok in inputs])
@@ -349,7 +342,7 @@ PAPER_TASKS = [
 def test_registry_splits_fit_and_mark_extrapolation(name):
     # Val stays within the training lengths and every OOD sequence extrapolates, which ties
     # each task's max_train_length and max_positions to its splits.
-    task = _registry_task(name)
+    task = get_task(name)
     collator = Collator(task, "shift")
     val = collator(task.split("val")[:64], random.Random(0))
     assert not val.extrapolation.any()
