@@ -1,8 +1,11 @@
 """Run a profile, execute the notebooks with papermill, and build the jupyter-book.
 
-`make_book` trains (or reuses) every run of a profile or sweep spec first, with any executor;
-then every page is a notebook executed by papermill into ``book/generated`` that only reads
-those runs, so what the book shows is exactly what ran. The book never executes code itself.
+`make_book` trains (or reuses) every run of a profile or sweep spec first, with any executor,
+and writes their manifest (`countlib.manifest`: names and config hashes of exactly the runs the
+command selected); then every page is a notebook executed by papermill into ``book/generated``
+that reads only the manifest's runs, so what the book shows is exactly what this command ran,
+whatever else the runs directory holds. The book never executes code itself. The chapters and
+``book/_toc.yml`` follow from `countlib.paper.PAPER_TABLES`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,20 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from countlib.sweep import SweepReport, SweepRun, run_sweep
+import yaml
+
+from countlib.manifest import PlannedRun, RunManifest
+from countlib.paper import PAPER_TABLES
+
+if TYPE_CHECKING:
+    from countlib.sweep import SweepReport, SweepRun
 
 FAMILY_NOTEBOOKS = ("train_rnn", "train_transformer", "train_s4", "train_mamba", "train_rwkv")
-#: One chapter per paper table, in the order of the book.
-TABLE_CHAPTERS = ("2", "A2", "A1", "A3", "A4", "A5", "A6", "A7", "A8")
+#: Where `make_book` writes the manifest of the runs it trained; every page reads it.
+MANIFEST = "book/generated/runs.json"
+TOC = "book/_toc.yml"
 
 
 @dataclass(frozen=True)
@@ -32,30 +42,77 @@ class Page:
     title: str | None = None  # replaces the notebook's first heading
 
 
-def book_pages(
+def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
+    """Every generated page of the book in reading order (`write_toc` lists the same).
+
+    ``shared``: parameters every page but the task catalogue gets (runs_dir, manifest, device).
+    """
+    shared = dict(shared or {})
+    pages = [Page("tasks", "tasks")]
+    pages += [Page(name, name, {**shared, "train": False}) for name in FAMILY_NOTEBOOKS]
+    pages += [
+        Page("paper_table", table.page, {**shared, "table": table.key}, table.title)
+        for table in PAPER_TABLES
+    ]
+    pages += [Page("seed_variance", "seed_variance", shared)]
+    pages += [Page("provenance", "provenance", shared)]
+    return pages
+
+
+def toc() -> dict[str, Any]:
+    """The table of contents of ``book/_toc.yml``, from `book_pages`."""
+    pages = [page.target for page in book_pages()]
+    tables = {table.page for table in PAPER_TABLES}
+    parts = [
+        ("The question", ["generated/tasks", "tasks"]),
+        ("Architecture families", [f"generated/{p}" for p in FAMILY_NOTEBOOKS]),
+        ("The paper's tables", [f"generated/{p}" for p in pages if p in tables]),
+        ("Across runs", ["generated/seed_variance", "generated/provenance"]),
+    ]
+    return {
+        "format": "jb-book",
+        "root": "intro",
+        "parts": [
+            {"caption": caption, "chapters": [{"file": f} for f in files]}
+            for caption, files in parts
+        ],
+    }
+
+
+def write_toc(path: str | Path = TOC) -> Path:
+    header = (
+        "# Written by countlib.book.write_toc from countlib.paper.PAPER_TABLES and the book's\n"
+        "# pages (countlib book rewrites it); tests/test_book.py checks that it is current.\n"
+    )
+    path = Path(path)
+    path.write_text(header + yaml.safe_dump(toc(), sort_keys=False))
+    return path
+
+
+def manifest_for(
+    runs: Sequence[SweepRun],
     *,
+    scale: str,
     profile: str | None = None,
     grid: Mapping[str, Any] | None = None,
-    scale: str,
-    shared: Mapping[str, Any] | None = None,
-) -> list[Page]:
-    """Every generated page of the book in reading order (``book/_toc.yml`` lists the same)."""
-    from countlib.tables import get_table
-
-    shared = dict(shared or {})
-    source = {"profile": profile, "grid": dict(grid) if grid else None}
-    results = {**shared, "scale": scale}
-    pages = [Page("tasks", "tasks")]
-    pages += [Page(name, name, {**source, **shared, "train": False}) for name in FAMILY_NOTEBOOKS]
-    pages += [
-        Page("paper_table", f"table_{key}", {**results, "table": key}, get_table(key).title)
-        for key in TABLE_CHAPTERS
+    selection: Mapping[str, Sequence[str]] | None = None,
+) -> RunManifest:
+    """The manifest of exactly ``runs``: what a book built from them may show."""
+    planned = [
+        PlannedRun(
+            run.name,
+            run.config.config_hash(),
+            run.config.resolve().task,
+            run.config.model,
+            run.family,
+            tuple(run.tables),
+            run.config.optim.steps,
+        )
+        for run in runs
     ]
-    pages += [
-        Page("seed_variance", "seed_variance", results),
-        Page("provenance", "provenance", {**results, **source}),
-    ]
-    return pages
+    source = {"profile": profile} if profile else {"spec": dict(grid or {})}
+    chosen = {key: list(values) for key, values in (selection or {}).items() if values}
+    return RunManifest(scale, source, planned, chosen)
 
 
 def execute_notebook(
@@ -118,6 +175,7 @@ def make_book(
     profile: str | None = None,
     grid: Mapping[str, Any] | None = None,
     scale: str,
+    selection: Mapping[str, Sequence[str]] | None = None,
     runs_dir: str | Path = "runs",
     device: str = "auto",
     executor: str = "sequential",
@@ -127,13 +185,16 @@ def make_book(
     build: bool = True,
     log: Callable[[str], None] = print,
 ) -> SweepReport:
-    """Train what is missing of ``runs``, execute the pages, build the book.
+    """Train what is missing of ``runs``, write their manifest, execute the pages, build the book.
 
     Failed runs do not stop the book: their cells say *missing* and the report lists them.
-    ``only`` restricts the executed pages to these notebook or page names.
+    ``selection`` records the command's restrictions (task, family, table) for the pages to
+    state. ``only`` restricts the executed pages to these notebook or page names.
     """
-    shared = {"runs_dir": str(runs_dir), "device": device}
-    pages = book_pages(profile=profile, grid=grid, scale=scale, shared=shared)
+    from countlib.sweep import run_sweep
+
+    shared = {"runs_dir": str(runs_dir), "manifest": MANIFEST}
+    pages = book_pages(shared)
     known = {p.notebook for p in pages} | {p.target for p in pages}
     unknown = sorted(set(only) - known)
     if unknown:
@@ -141,6 +202,9 @@ def make_book(
         raise ValueError(f"no book page {', '.join(unknown)}; choose from {choices}")
     report = run_sweep(runs, runs_dir, executor=executor, device=device, workers=workers, log=log)
     log(report.format())
+    manifest = manifest_for(runs, scale=scale, profile=profile, grid=grid, selection=selection)
+    manifest.save(MANIFEST)
+    write_toc()
     for page in pages:
         if only and page.notebook not in only and page.target not in only:
             continue

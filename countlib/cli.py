@@ -179,6 +179,7 @@ def cmd_book(args: argparse.Namespace) -> int:
         profile=None if grid else args.profile,
         grid=grid,
         scale=scale,
+        selection={"task": args.task, "family": args.family, "table": args.table},
         runs_dir=args.runs_dir,
         device=args.device,
         executor=args.executor,

@@ -1,6 +1,8 @@
 """Building blocks of the notebooks: choose the runs, train or reuse them, tabulate, plot.
 
-The notebooks stay thin so that every page of the book is produced the same way.
+The notebooks stay thin so that every page of the book is produced the same way. Reading and
+plotting runs needs no torch; only planning and training runs (`notebook_runs`, `run_all`)
+load it, on first use.
 """
 
 from __future__ import annotations
@@ -8,14 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from countlib.profiles import get_profile
-from countlib.results import CHECKPOINT_RULES, aggregate, load_per_position
-from countlib.sweep import SweepRun, expand, run_sweep
+from countlib.manifest import RunManifest, RunTable
+from countlib.results import CHECKPOINT_RULES, aggregate, load_tally
 from countlib.tasks import get_task
+
+if TYPE_CHECKING:
+    from countlib.sweep import SweepRun
 
 SUCCESS_OOD = 0.95  # our threshold for "counts inductively"; the paper gives none
 #: Run-table columns that tell configurations apart, in the order a label names them.
@@ -31,6 +35,9 @@ def notebook_runs(
 ) -> list[SweepRun]:
     """The runs of ``families`` in a profile, in an explicit sweep spec, or else in ``default``
     (the notebook's own small grid). Giving both a profile and a grid is an error."""
+    from countlib.profiles import get_profile
+    from countlib.sweep import expand
+
     if profile and grid:
         raise ValueError("give either a profile or a grid, not both")
     if profile:
@@ -58,6 +65,8 @@ def run_all(
     than it planned. With ``train=False`` nothing trains: the directories that exist are
     returned, complete or not (the book trains first, then only reads).
     """
+    from countlib.sweep import run_sweep
+
     if not train:
         return [path for run in runs if (path := Path(runs_dir) / run.name).exists()]
     outcome = run_sweep(
@@ -66,6 +75,125 @@ def run_all(
     if not outcome.ok:
         raise RuntimeError(outcome.format())
     return [result.run_dir for result in outcome.outcomes]
+
+
+def own_grid(
+    entry: Mapping[str, Any],
+    *,
+    steps: int,
+    eval_every: int,
+    seeds: Sequence[int],
+    lr: float | None = None,
+    warmup: int | None = None,
+) -> dict[str, Any]:
+    """A family notebook's own small sweep spec: one grid entry and its budget."""
+    return {
+        "name": "notebook grid",
+        "steps": steps,
+        "eval_every": min(eval_every, steps),
+        "seeds": list(seeds),
+        "lr": lr,
+        "warmup_steps": warmup,
+        "grid": [dict(entry)],
+    }
+
+
+def family_runs(
+    families: Sequence[str],
+    runs_dir: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    profile: str | None = None,
+    grid: Mapping[str, Any] | None = None,
+    default: Mapping[str, Any] | None = None,
+    train: bool = True,
+    device: str = "cpu",
+    executor: str = "sequential",
+    workers: int | None = None,
+) -> RunTable:
+    """The runs of a family page. In the book (``manifest`` given) exactly the manifest's runs
+    of these families, nothing trains; on its own, the runs of a profile, a grid or the
+    notebook's ``default`` grid, trained first unless ``train`` is False."""
+    if manifest is not None:
+        return RunManifest.load(manifest).subset(families=families).load(runs_dir)
+    from countlib.book import manifest_for
+
+    planned = notebook_runs(families, profile=profile, grid=grid, default=default)
+    run_all(planned, runs_dir, train=train, device=device, executor=executor, workers=workers)
+    scale = "this notebook's grid" if not (profile or grid) else profile or "a given grid"
+    spec = None if profile else grid or default
+    own = manifest_for(planned, scale=scale, profile=profile, grid=spec)
+    return own.subset(families=families).load(runs_dir)
+
+
+def page_runs(
+    runs_dir: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    profile: str | None = None,
+    table: str | None = None,
+) -> RunTable:
+    """The runs a book page reads: the manifest's (as `countlib book` wrote it) or, on its own,
+    a profile's, optionally only those of one table (by its ``runs_of`` key)."""
+    if manifest is not None:
+        chosen = RunManifest.load(manifest)
+    elif profile is not None:
+        from countlib.book import manifest_for
+        from countlib.profiles import get_profile
+
+        chosen = manifest_for(get_profile(profile), scale=profile, profile=profile)
+    else:
+        raise ValueError("a page needs the manifest of a book or a profile to read runs of")
+    return chosen.subset(tables=table).load(runs_dir)
+
+
+def show_runs(table: RunTable, *, rule: str = "best_ood", headline: str | None = None) -> None:
+    """A family page's results: the summary table (best and median of the seeds, in percent),
+    then OOD accuracy by position and, where OOD sequences vary in length, by length."""
+    from IPython.display import Markdown, display
+
+    runs = table.runs
+    if not len(runs):
+        display(Markdown("No finished runs."))
+        return
+    summary = summary_table(runs, rule=rule)
+    display(in_percent(summary))
+    if headline:
+        rows = summary.to_dict(orient="records")
+        save_headline(table.runs_dir, headline, {"rule": rule, "rows": rows})
+    display(Markdown(f"### OOD accuracy by position\n\n{BY_POSITION_TEXT}"))
+    show_figure(plot_accuracy_by(runs, "position", rule=rule))
+    if varies_in_length(runs):
+        display(Markdown(f"### OOD accuracy by sequence length\n\n{BY_LENGTH_TEXT}"))
+        show_figure(plot_accuracy_by(runs, "length", rule=rule))
+
+
+def in_percent(frame: pd.DataFrame):
+    """The accuracy columns (``*_ind``, ``*_ood``) shown in percent, without the index."""
+    columns = [c for c in frame.columns if str(c).endswith(("_ind", "_ood"))]
+    percent = frame.style.format(lambda value: f"{100 * value:.1f} %", subset=columns, na_rep="n/a")
+    return percent.hide(axis="index")
+
+
+def show_figure(fig) -> None:
+    """Show a figure where it is made (not at the end of the cell), then release it."""
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+BY_POSITION_TEXT = (
+    "One panel per task, a line per configuration (mean over seeds), at the checkpoint of the "
+    "table above. Positions right of the dashed line are longer than any training sequence."
+)
+BY_LENGTH_TEXT = (
+    "Token accuracy over whole OOD sequences of each length: up to which length does the model "
+    "count? Lengths right of the dashed line are longer than any training sequence."
+)
 
 
 def config_labels(runs: pd.DataFrame, *, only_varying: bool = True) -> pd.Series:
@@ -107,15 +235,22 @@ def summary_table(
     return table
 
 
-def per_position_at(runs: pd.DataFrame, rule: str = "best_ood", split: str = "ood") -> pd.DataFrame:
-    """Per-position accuracy of every run at the checkpoint that ``rule`` picks (the one the
-    tables report), with the run's configuration columns joined."""
+#: What a per-key accuracy curve is plotted against, by tally kind.
+TALLY_AXES = {"position": "position (real tokens)", "length": "sequence length (real tokens)"}
+
+
+def tally_at(
+    runs: pd.DataFrame, kind: str = "position", rule: str = "best_ood", split: str = "ood"
+) -> pd.DataFrame:
+    """Accuracy by position or length (`countlib.results.load_tally`) of every run at the
+    checkpoint that ``rule`` picks (the one the tables report), with the run's configuration
+    columns joined."""
     if rule not in CHECKPOINT_RULES:
         raise ValueError(f"unknown checkpoint rule {rule!r}; choose from {CHECKPOINT_RULES}")
     done = runs[runs["status"] != "incomplete"] if len(runs) else runs
     if not len(done):
         return pd.DataFrame()
-    table = load_per_position(list(done["path"]), step="all")
+    table = load_tally(list(done["path"]), kind, step="all")
     if not len(table):
         return table
     table = table[table["split"] == split]
@@ -124,8 +259,9 @@ def per_position_at(runs: pd.DataFrame, rule: str = "best_ood", split: str = "oo
     return table.join(info.drop(columns=[c for c in info if c in table]), on="run")
 
 
-def plot_per_position(
+def plot_accuracy_by(
     runs: pd.DataFrame,
+    kind: str = "position",
     *,
     facet: str = "task",
     hue: str = "config",
@@ -133,13 +269,16 @@ def plot_per_position(
     title: str = "",
     col_wrap: int = 2,
 ):
-    """OOD accuracy per position, one panel per ``facet`` value and a line per configuration
-    (mean over seeds), at the checkpoint ``rule`` picks; a dashed line marks each panel's
-    longest training sequence. Returns the figure, or None when no run has per-position data."""
+    """OOD accuracy per position (or per sequence length), one panel per ``facet`` value and a
+    line per configuration (mean over seeds), at the checkpoint ``rule`` picks; a dashed line
+    marks each panel's longest training sequence. Returns the figure, or None when no run has
+    such data."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    table = per_position_at(runs.assign(config=config_labels(runs)), rule)
+    if kind not in TALLY_AXES:
+        raise ValueError(f"no accuracy curve by {kind!r}; choose from {', '.join(TALLY_AXES)}")
+    table = tally_at(runs.assign(config=config_labels(runs)), kind, rule)
     if not len(table):
         return None
     panels = list(dict.fromkeys(table[facet]))
@@ -148,11 +287,11 @@ def plot_per_position(
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
         data = table[table[facet] == panel]
-        sns.lineplot(data=data, x="position", y="accuracy", hue=hue, ax=ax, errorbar=None)
+        sns.lineplot(data=data, x=kind, y="accuracy", hue=hue, ax=ax, errorbar=None, marker=".")
         edges = {get_task(task).max_train_length for task in data["task"].unique()}
         for edge in edges:
             ax.axvline(edge - 0.5, color="k", linestyle="--", linewidth=1)
-        ax.set(title=str(panel), xlabel="position (real tokens)", ylabel="OOD accuracy")
+        ax.set(title=str(panel), xlabel=TALLY_AXES[kind], ylabel="OOD accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, loc="lower left")
     for ax in list(axes.flat)[len(panels) :]:
@@ -161,6 +300,13 @@ def plot_per_position(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def varies_in_length(runs: pd.DataFrame, split: str = "ood") -> bool:
+    """Whether the tasks of ``runs`` have OOD sequences of more than one length: only then does
+    accuracy by length answer "up to which length does it count"."""
+    tasks = {get_task(task) for task in runs["task"].unique()} if len(runs) else set()
+    return any(split in t.splits and len(set(t.splits[split].lengths)) > 1 for t in tasks)
 
 
 def save_headline(runs_dir: str | Path, name: str, row: dict[str, Any]) -> Path:

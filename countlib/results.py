@@ -38,9 +38,11 @@ def _row(run: RunDir) -> dict[str, object]:
         **{k: v for k, v in config["model_options"].items()},
     }
     if not run.summary.exists():
-        return row | {"status": "incomplete"}
+        env = json.loads(run.environment.read_text()) if run.environment.exists() else {}
+        return row | {"status": "incomplete", "config_hash": env.get("config_hash")}
     summary = run.read_summary()
     row |= {
+        "config_hash": summary["config_hash"],
         "status": summary["status"],
         "steps": summary["steps"],
         "wall_time_s": summary["wall_time_s"],
@@ -69,15 +71,18 @@ def load_eval_history(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def load_per_position(
-    root: str | Path | Iterable[str | Path], *, step: str | int = "last"
+def load_tally(
+    root: str | Path | Iterable[str | Path], kind: str = "position", *, step: str | int = "last"
 ) -> pd.DataFrame:
-    """Per-position accuracy of every run at one evaluation step ("last", "all" or a step)."""
+    """Accuracy by position, count or length (`countlib.train.records.TALLIES`) of every run
+    at one evaluation step ("last", "all" or a step number), with an ``accuracy`` column."""
     frames = []
     for run in find_runs(root):
-        if not run.per_position.exists():
+        path = run.tally(kind)
+        if not path.exists():
             continue
-        table = pd.read_csv(run.per_position).assign(run=run.path.name)
+        table = pd.read_csv(path, dtype={kind: str} if kind == "count" else None)
+        table = table.assign(run=run.path.name)
         if step != "all":
             table = table[table["step"] == (table["step"].max() if step == "last" else step)]
         frames.append(table.assign(accuracy=table["correct"] / table["total"]))

@@ -13,7 +13,8 @@ A spec is a mapping (a Python dict or a YAML file)::
 Top-level keys other than ``name``, ``description`` and ``grid`` are defaults of every grid
 entry. In an entry, every list value expands as a cartesian product. Keys that are fields of
 `RunConfig`, `OptimConfig` or `EvalConfig` go there (``seeds`` is ``seed``, ``eval_every`` is
-the evaluation interval, ``eval_batch_size`` its batch); ``table`` and ``family`` are tags kept
+the evaluation interval, ``eval_batch_size`` its batch; ``betas: [0.9, 0.99]`` is one pair, a
+list of pairs sweeps them); ``table`` and ``family`` are tags kept
 with each run for filtering and for the book; every other key is a model option, validated by
 `RunConfig`. Runs with the same config hash are merged, their tables joined.
 
@@ -42,6 +43,7 @@ import torch
 import yaml
 
 from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.paper import get_table
 from countlib.tasks import get_task
 from countlib.train import train
 from countlib.train.records import RunDir, RunLockedError
@@ -50,15 +52,22 @@ from countlib.train.trainer import resolve_device
 META_KEYS = ("name", "description", "grid")
 TAG_KEYS = ("table", "family")
 RUN_KEYS = ("task", "model", "seed", "data_seed", "aux_share", "position_scheme", "precision")
-OPTIM_KEYS = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip")
+OPTIM_KEYS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "betas",
+    "grad_clip",
+    "l2wrap",
+)
 #: Spec key -> EvalConfig field.
 EVAL_KEYS = {
     "eval_every": "every",
     "eval_batch_size": "batch_size",
     "shift_samples": "shift_samples",
 }
-#: Appendix tables that report the runs of a main table under another rule (median of 5).
-SAME_RUNS_AS = {"A2": "2", "A3": "A1"}
 
 EXECUTORS = ("sequential", "pool", "ray")
 RAY_INSTALL = "pip install ray (or: pip install 'ray[default]' for the dashboard)"
@@ -141,7 +150,7 @@ def _expand_entry(index: int, entry: dict[str, Any]) -> list[SweepRun]:
     if missing:
         raise SpecError(f"{where}: missing {' and '.join(missing)}")
     keys = list(entry)
-    choices = [v if isinstance(v, list | tuple) else [v] for v in entry.values()]
+    choices = [_choices(key, value) for key, value in entry.items()]
     runs = []
     for values in itertools.product(*choices):
         flat = dict(zip(keys, values, strict=True))
@@ -154,6 +163,19 @@ def _expand_entry(index: int, entry: dict[str, Any]) -> list[SweepRun]:
             detail = f", run {varying}" if varying else ""
             raise SpecError(f"{where}{detail}: {err}") from err
     return runs
+
+
+#: Keys whose single value is itself a list: ``betas: [0.9, 0.99]`` is one pair; a list of pairs
+#: (``[[0.9, 0.99], [0.9, 0.999]]``) sweeps.
+PAIR_KEYS = ("betas",)
+
+
+def _choices(key: str, value: Any) -> list[Any]:
+    """The values a grid key takes: a list expands, anything else is one value."""
+    if not isinstance(value, list | tuple):
+        return [value]
+    one_pair = key in PAIR_KEYS and not any(isinstance(v, list | tuple) for v in value)
+    return [value] if one_pair else list(value)
 
 
 def _run_config(flat: Mapping[str, Any]) -> RunConfig:
@@ -190,7 +212,7 @@ def select(
     """
     runs = list(runs)
     wanted_tasks = {get_task(t).name for t in tasks}
-    wanted_tables = {SAME_RUNS_AS.get(t.upper(), t.upper()) for t in map(str, tables)}
+    wanted_tables = {_runs_of(t) for t in map(str, tables)}
     _check_known("task", wanted_tasks, {r.config.task for r in runs}, lambda t: get_task(t).name)
     _check_known("family", set(families), {r.family for r in runs})
     _check_known("table", wanted_tables, {t.upper() for r in runs for t in r.tables})
@@ -201,6 +223,15 @@ def select(
         and (not families or run.family in families)
         and (not tables or wanted_tables & {t.upper() for t in run.tables})
     ]
+
+
+def _runs_of(table: str) -> str:
+    """The table whose runs ``table`` reports (A2 reports Table 2's); unknown names stay as they
+    are, so that a spec's own table tags select too."""
+    try:
+        return get_table(table).runs_of
+    except ValueError:
+        return table.upper()
 
 
 def _check_known(

@@ -1,8 +1,9 @@
-"""The paper's tables as specifications over run records, rendered for the book.
+"""The paper's tables (`countlib.paper`) over run records, rendered for the book.
 
 A table is rows x columns, each a filter on the run table of `countlib.results.load_runs`
 (task, model, pe, layers, hidden, ...). A cell aggregates the seeds its filters select:
-best-of-k or median-of-k of IND / OOD at the chosen checkpoint rule. A cell without runs says
+best-of-k or median-of-k of IND / OOD at the chosen checkpoint rule, in the metrics each task
+declares (the first-token probes score the first position only). A cell without runs says
 "missing"; it never shows a number that was not produced.
 """
 
@@ -10,146 +11,19 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from countlib.paper import PAPER_TABLES, Filter, PaperTable, get_table
 from countlib.report import SUCCESS_OOD, config_labels
 from countlib.results import aggregate
 
-Filter = dict[str, Any]
-
-PAPER_PES = [("NoPE", "nope"), ("SinePE", "sine"), ("APE", "ape"), ("RoPE", "rope"), ("SPE", "spe")]
-RECURRENT = [
-    ("RNN", "rnn"),
-    ("LSTM", "lstm"),
-    ("S4", "s4"),
-    ("Mamba", "mamba"),
-    ("RWKV-6", "rwkv6"),
-]
-TASKS = [
-    ("Vanilla + Succession", "vanilla_succession"),
-    ("Helper Token", "helper_token"),
-    ("Helper Token + Shifted Start", "helper_token_shifted_start"),
-    ("Shifted Start", "shifted_start"),
-    ("Modular (mod 10)", "mod10"),
-    ("Selective", "selective"),
-    ("Selective + Modular (mod 4)", "selective_mod4"),
-]
-LAYERS = (1, 2, 4)
+__all__ = ["PAPER_TABLES", "PaperTable", "get_table", "table_frame", "table_runs"]
 
 
-@dataclass(frozen=True)
-class TableSpec:
-    key: str
-    title: str
-    rows: list[tuple[str, Filter]]
-    columns: list[tuple[str, Filter]]
-    statistic: str = "best"  # "best" or "median" of the seeds
-    note: str = ""
-
-
-def _rows(tasks: list[tuple[str, str]], layers=LAYERS) -> list[tuple[str, Filter]]:
-    return [
-        (f"{label}, {n}L", {"task": task, "layers": n}) for label, task in tasks for n in layers
-    ]
-
-
-def _pe_columns() -> list[tuple[str, Filter]]:
-    return [(label, {"model": "transformer", "pe": pe}) for label, pe in PAPER_PES]
-
-
-def paper_tables() -> list[TableSpec]:
-    bos_tasks = [
-        ("Vanilla + Succession", "vanilla_succession"),
-        ("Vanilla + Succession, BOS", "vanilla_succession_bos"),
-        ("Modular (mod 10)", "mod10"),
-        ("Modular (mod 10), BOS", "mod10_bos"),
-    ]
-    ratio = [
-        ("25 / 50", "shifted_start_tr25_te50"),
-        ("50 / 100", "shifted_start_tr50_te100"),
-        ("25 / 100", "shifted_start_tr25_te100"),
-        ("50 / 200", "shifted_start_tr50_te200"),
-        ("25 / 200", "shifted_start_tr25_te200"),
-    ]
-    return [
-        TableSpec("table2", "Table 2: Transformers, best of seeds", _rows(TASKS), _pe_columns()),
-        TableSpec(
-            "tableA2",
-            "Table A2: Transformers, median of seeds",
-            _rows(TASKS),
-            _pe_columns(),
-            statistic="median",
-        ),  # fmt: skip
-        TableSpec(
-            "tableA1",
-            "Table A1: recurrent models, best of seeds",
-            _rows(TASKS[1:]),
-            [(label, {"model": m}) for label, m in RECURRENT],
-        ),
-        TableSpec(
-            "tableA3",
-            "Table A3: recurrent models, median of seeds",
-            _rows(TASKS[1:]),
-            [(label, {"model": m}) for label, m in RECURRENT],
-            statistic="median",
-        ),
-        TableSpec(
-            "tableA4",
-            "Table A4: NoPE and RoPE without and with BOS",
-            _rows(bos_tasks),
-            [
-                (label, {"model": "transformer", "pe": pe})
-                for label, pe in PAPER_PES
-                if pe in {"nope", "rope"}
-            ],
-        ),  # fmt: skip
-        TableSpec(
-            "tableA5",
-            "Table A5: first-token recognition (homogeneous), 1 layer, 1 head",
-            [(f"d = {d}", {"task": "first_token_homogeneous", "hidden": d}) for d in (32, 4)],
-            _pe_columns(),
-        ),
-        TableSpec(
-            "tableA6",
-            "Table A6: first-token recognition (heterogeneous), NoPE, 1 layer, 1 head",
-            [(f"d = {d}", {"task": "first_token_heterogeneous", "hidden": d}) for d in (32, 4)],
-            [
-                ("with causal mask", {"model": "transformer", "pe": "nope", "causal": True}),
-                ("without causal mask", {"model": "transformer", "pe": "nope", "causal": False}),
-            ],
-            note="the mask option must be stated in the run's model options (causal: true/false)",
-        ),
-        TableSpec(
-            "tableA7",
-            "Table A7: Selective without and with BOS",
-            _rows([("Selective", "selective"), ("Selective, BOS", "selective_bos")], (1, 2)),
-            _pe_columns(),
-            note="The BOS variant follows the original's v1 recipe (variable lengths 1-50), so "
-            "it also changes the length distribution.",
-        ),
-        TableSpec(
-            "tableA8",
-            "Table A8: RoPE, 4 layers, Shifted Start with other train / OOD lengths",
-            [("RoPE 4L", {"model": "transformer", "pe": "rope", "layers": 4})],
-            [(label, {"task": task}) for label, task in ratio],
-        ),
-    ]
-
-
-def get_table(name: str) -> TableSpec:
-    """A paper table by its number as the paper prints it ("2", "A1" ... "A8")."""
-    specs = {spec.key.removeprefix("table").upper(): spec for spec in paper_tables()}
-    key = str(name).upper().removeprefix("TABLE").strip()
-    if key not in specs:
-        raise ValueError(f"unknown paper table {name!r}; choose from {', '.join(specs)}")
-    return specs[key]
-
-
-def table_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+def table_runs(runs: pd.DataFrame, spec: PaperTable) -> pd.DataFrame:
     """The runs behind a table's cells, each with its ``row`` and ``column`` label."""
     frames = [
         _select(runs, row, column).assign(row=row_label, column=col_label)
@@ -169,7 +43,7 @@ def _select(runs: pd.DataFrame, *filters: Filter) -> pd.DataFrame:
     return runs[mask]
 
 
-def cell(runs: pd.DataFrame, spec: TableSpec, row: Filter, column: Filter, rule: str) -> dict:
+def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule: str) -> dict:
     """IND / OOD of one cell, or {"missing": True} when no finished run matches."""
     chosen = _select(runs, row, column)
     finished = chosen[chosen["status"] != "incomplete"] if len(chosen) else chosen
@@ -188,7 +62,7 @@ def cell(runs: pd.DataFrame, spec: TableSpec, row: Filter, column: Filter, rule:
     }
 
 
-def table_frame(runs: pd.DataFrame, spec: TableSpec, rule: str = "best_ood") -> pd.DataFrame:
+def table_frame(runs: pd.DataFrame, spec: PaperTable, rule: str = "best_ood") -> pd.DataFrame:
     """The table as a DataFrame of cell dicts (rows x columns labels)."""
     data = {
         col_label: [cell(runs, spec, row, col, rule) for _, row in spec.rows]
@@ -201,7 +75,7 @@ def _fmt(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
 
 
-def render_html(frame: pd.DataFrame, spec: TableSpec, run_link: str = "provenance.html#") -> str:
+def render_html(frame: pd.DataFrame, spec: PaperTable, run_link: str = "provenance.html#") -> str:
     """HTML table: cells 'IND / OOD' in percent, shaded where OOD >= 95 %, linked to runs."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     body = []
@@ -223,7 +97,7 @@ def render_html(frame: pd.DataFrame, spec: TableSpec, run_link: str = "provenanc
         body.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(cells)}</tr>")
     caption = html.escape(spec.title + (f" ({spec.note})" if spec.note else ""))
     return (
-        f'<table class="countlib-table" id="{spec.key}"><caption>{caption}</caption>'
+        f'<table class="countlib-table" id="{spec.page}"><caption>{caption}</caption>'
         f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
 

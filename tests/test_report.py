@@ -35,14 +35,14 @@ def test_curves_are_taken_at_the_checkpoint_the_tables_report(tmp_path):
     pd.DataFrame(rows).to_csv(RunDir(tmp_path / "a").per_position, index=False)
     runs = load_runs(tmp_path)
     for rule, step in (("best_ood", 80), ("best_val", 50), ("final", 100)):
-        table = report.per_position_at(runs, rule)
+        table = report.tally_at(runs, "position", rule)
         assert set(table["step"]) == {step} and set(table["split"]) == {"ood"}
         assert list(table["position"]) == [1, 2] and set(table["task"]) == {"mod10"}
     with pytest.raises(ValueError, match="choose from"):
-        report.per_position_at(runs, "best")
+        report.tally_at(runs, "position", "best")
 
 
 def test_incomplete_runs_have_no_curves(tmp_path):
     fake_run(tmp_path, "a", 1, best_ood=(1.0, 0.9), best_val=(1.0, 0.5), status="incomplete")
-    assert report.per_position_at(load_runs(tmp_path)).empty
-    assert report.plot_per_position(load_runs(tmp_path)) is None
+    assert report.tally_at(load_runs(tmp_path)).empty
+    assert report.plot_accuracy_by(load_runs(tmp_path)) is None

@@ -6,11 +6,12 @@ from countlib.results import aggregate, load_runs
 from countlib.train.records import RunDir
 
 
-def fake_run(root, name, seed, best_ood, best_val, status="complete", layers=1):
+def fake_run(root, name, seed, best_ood, best_val, status="complete", layers=1, task="mod10"):
+    """A hand-made run record; its config hash is ``hash-<name>``."""
     run = RunDir(root / name)
     run.path.mkdir(parents=True)
     config = {
-        "task": "mod10",
+        "task": task,
         "model": "lstm",
         "seed": seed,
         "optim": {"lr": 0.005, "steps": 100},
@@ -24,6 +25,7 @@ def fake_run(root, name, seed, best_ood, best_val, status="complete", layers=1):
         json.dumps(
             {
                 "status": status,
+                "config_hash": f"hash-{name}",
                 "steps": 100,
                 "wall_time_s": 1.0,
                 "parameters": 10,

@@ -25,19 +25,26 @@ ROWS = [
 
 
 def test_paper_table_layouts():
-    specs = {spec.key: spec for spec in tables.paper_tables()}
-    assert set(specs) == {"table2", "tableA1", "tableA2", "tableA3", "tableA4", "tableA5",
-                          "tableA6", "tableA7", "tableA8"}  # fmt: skip
-    assert len(specs["table2"].rows) == 21 and len(specs["table2"].columns) == 5
-    assert len(specs["tableA1"].rows) == 18  # tasks 3-8 x 3 depths
-    assert [label for label, _ in specs["tableA1"].columns] == [
+    specs = {spec.key: spec for spec in tables.PAPER_TABLES}
+    assert list(specs) == ["2", "A2", "A1", "A3", "A4", "A5", "A6", "A7", "A8"]
+    assert len(specs["2"].rows) == 21 and len(specs["2"].columns) == 5
+    assert len(specs["A1"].rows) == 18  # tasks 3-8 x 3 depths
+    assert [label for label, _ in specs["A1"].columns] == [
         "RNN", "LSTM", "S4", "Mamba", "RWKV-6"]  # fmt: skip
-    assert specs["tableA2"].statistic == "median"
+    assert specs["A2"].statistic == "median"
+    assert (specs["A2"].runs_of, specs["A3"].runs_of, specs["A5"].runs_of) == ("2", "A1", "A5")
+
+
+def test_every_table_trains_its_own_grid_or_reports_another_tables_runs():
+    for spec in tables.PAPER_TABLES:
+        assert bool(spec.grid) != bool(spec.same_runs_as), spec.key
+        if spec.same_runs_as:
+            assert tables.get_table(spec.same_runs_as).grid
 
 
 def test_cells_aggregate_seeds_and_say_missing():
     runs = runs_frame(ROWS)
-    spec = tables.TableSpec(
+    spec = tables.PaperTable(
         "t", "T", [("mod10 1L", {"task": "mod10", "layers": 1})],
         [("RoPE", {"model": "transformer", "pe": "rope"}), ("APE", {"pe": "ape"})],
     )  # fmt: skip
@@ -45,7 +52,8 @@ def test_cells_aggregate_seeds_and_say_missing():
     rope = frame.loc["mod10 1L", "RoPE"]
     assert (rope["ind"], rope["ood"], rope["seeds"], rope["best_run"]) == (1.0, 0.97, 3, "r1")
     assert frame.loc["mod10 1L", "APE"]["missing"]
-    median = tables.table_frame(runs, tables.TableSpec("m", "M", spec.rows, spec.columns, "median"))
+    median_spec = tables.PaperTable("m", "M", spec.rows, spec.columns, statistic="median")
+    median = tables.table_frame(runs, median_spec)
     assert median.loc["mod10 1L", "RoPE"]["ood"] == 0.2
 
     page = tables.render_html(frame, spec)
@@ -56,7 +64,7 @@ def test_cells_aggregate_seeds_and_say_missing():
 
 def test_unfinished_runs_are_not_shown_as_numbers():
     runs = runs_frame([ROWS[0] | {"status": "incomplete"}])
-    spec = tables.TableSpec("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
+    spec = tables.PaperTable("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
     assert tables.table_frame(runs, spec).iloc[0, 0]["missing"]
 
 
@@ -70,8 +78,9 @@ def test_config_labels_name_what_varies():
 
 
 def test_tables_are_found_by_their_printed_number():
-    assert tables.get_table("A6").key == "tableA6"
-    assert tables.get_table("table2").key == "table2"
+    assert tables.get_table("A6").key == "A6"
+    assert tables.get_table("table2").key == "2"
+    assert tables.get_table("table_A1").page == "table_A1"
     try:
         tables.get_table("A9")
     except ValueError as err:
