@@ -1,6 +1,8 @@
 """Table cells from the right runs, the right checkpoint and the right metric (issue 10)."""
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -193,3 +195,12 @@ def test_a_corrupt_manifest_names_its_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="runs.json is not a run manifest"):
         RunManifest.load(bad)
+
+
+def test_reporting_imports_without_torch():
+    """A page that only reads runs starts without loading torch."""
+    modules = ", ".join(
+        f"countlib.{name}" for name in ("paper", "results", "manifest", "tables", "report")
+    )
+    code = f"import sys; import {modules}; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
