@@ -7,6 +7,7 @@ load it, on first use.
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -150,14 +151,14 @@ def page_runs(
 def show_runs(table: RunTable, *, rule: str = "best_ood", headline: str | None = None) -> None:
     """A family page's results: the summary table (best and median of the seeds, in percent),
     then OOD accuracy by position and, where OOD sequences vary in length, by length."""
-    from IPython.display import Markdown, display
+    from IPython.display import HTML, Markdown, display
 
     runs = table.runs
     if not len(runs):
         display(Markdown("No finished runs."))
         return
     summary = summary_table(runs, rule=rule)
-    display(in_percent(summary))
+    display(HTML(readable_summary(summary)))
     if headline:
         rows = summary.to_dict(orient="records")
         save_headline(table.runs_dir, headline, {"rule": rule, "rows": rows})
@@ -166,6 +167,34 @@ def show_runs(table: RunTable, *, rule: str = "best_ood", headline: str | None =
     if varies_in_length(runs):
         display(Markdown(f"### OOD accuracy by sequence length\n\n{BY_LENGTH_TEXT}"))
         show_figure(plot_accuracy_by(runs, "length", rule=rule))
+
+
+def readable_summary(summary: pd.DataFrame) -> str:
+    """`summary_table` as the paper shows it: one row per task and configuration (a readable
+    label), best and median of the seeds as "IND / OOD" in percent, shaded where best OOD
+    reaches the success threshold."""
+    labels = config_labels(summary)
+    head = "<tr><th>task</th><th>configuration</th><th>seeds</th><th>best IND / OOD</th>"
+    head += "<th>median IND / OOD</th></tr>"
+    body = []
+    for index, row in summary.iterrows():
+        ok = row["success"]
+        style = ' class="cl-success" style="background-color:#c8e6c9"' if ok else ""
+        cells = [
+            html.escape(str(row["task"])),
+            html.escape(labels[index]),
+            str(int(row["seeds"])),
+            f"{_percent(row['best_ind'])} / {_percent(row['best_ood'])}",
+            f"{_percent(row['median_ind'])} / {_percent(row['median_ood'])}",
+        ]
+        tds = "".join(f"<td>{c}</td>" for c in cells[:3])
+        tds += f"<td{style}>{cells[3]}</td><td>{cells[4]}</td>"
+        body.append(f"<tr>{tds}</tr>")
+    return f'<table class="countlib-summary">{head}{"".join(body)}</table>'
+
+
+def _percent(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
 
 
 def in_percent(frame: pd.DataFrame):

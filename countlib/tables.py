@@ -5,6 +5,15 @@ A table is rows x columns, each a filter on the run table of `countlib.results.l
 best-of-k or median-of-k of IND / OOD at the chosen checkpoint rule, in the metrics each task
 declares (the first-token probes score the first position only). A cell without runs says
 "missing"; it never shows a number that was not produced.
+
+Every cell also shows the paper's value for it (`countlib.paper_results`; Chang & Bisk, ICLR
+2025) and whether the paper's OOD lies in the range of countlib's seeds: from the lowest to the
+highest seed OOD at the cell's checkpoint rule, widened by `PAPER_TOLERANCE` (5 points) on each
+side. The margin is one rule for any number of seeds: with one seed, "in range" means within 5
+points of it; more seeds can only widen the range. It compares OOD only, and a paper value of
+another scale (seeds, steps, width) is expected to differ: a cell out of range is a difference to
+report, not an error. `agreement` counts the cells of a table that agree; `render_html` states
+the count under the table.
 """
 
 from __future__ import annotations
@@ -17,10 +26,15 @@ from typing import Any
 import pandas as pd
 
 from countlib.paper import PAPER_TABLES, Filter, PaperTable, get_table
+from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
 from countlib.report import SUCCESS_OOD, config_labels
 from countlib.results import aggregate
 
-__all__ = ["PAPER_TABLES", "PaperTable", "get_table", "table_frame", "table_runs"]
+__all__ = ["PAPER_TABLES", "PaperTable", "agreement", "get_table", "table_frame", "table_runs"]
+
+#: How far (fraction, 0.05 = 5 points) the paper's OOD may lie outside the seeds' OOD range of a
+#: cell and still count as in range.
+PAPER_TOLERANCE = 0.05
 
 
 def table_runs(runs: pd.DataFrame, spec: PaperTable) -> pd.DataFrame:
@@ -44,18 +58,21 @@ def _select(runs: pd.DataFrame, *filters: Filter) -> pd.DataFrame:
 
 
 def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule: str) -> dict:
-    """IND / OOD of one cell, or {"missing": True} when no finished run matches."""
+    """IND / OOD of one cell with its seeds' OOD range, or {"missing": True} without runs."""
     chosen = _select(runs, row, column)
     finished = chosen[chosen["status"] != "incomplete"] if len(chosen) else chosen
     if not len(finished):
         return {"missing": True, "incomplete": len(chosen)}
     agg = aggregate(finished, by=["task"], rule=rule).iloc[0]
-    best_run = finished.loc[finished[f"{rule}_ood"].astype(float).fillna(-1).idxmax(), "run"]
+    ood = finished[f"{rule}_ood"].astype(float)
+    best_run = finished.loc[ood.fillna(-1).idxmax(), "run"]
     return {
         "missing": False,
         "ind": agg[f"{spec.statistic}_ind"],
         "ood": agg[f"{spec.statistic}_ood"],
         "seeds": int(agg["seeds"]),
+        "ood_min": ood.min(),  # NaN when no seed has an OOD value
+        "ood_max": ood.max(),
         "runs": list(finished["run"]),
         "best_run": best_run,
         "incomplete": len(chosen) - len(finished),
@@ -75,30 +92,91 @@ def _fmt(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
 
 
+def in_paper_range(c: dict, paper: tuple[float, float] | None) -> bool | None:
+    """Whether the paper's OOD lies in the cell's seed range ± `PAPER_TOLERANCE`; None when
+    the paper has no such cell or countlib has no OOD for it."""
+    if paper is None or c["missing"] or pd.isna(c["ood_min"]):
+        return None
+    gap = max(c["ood_min"] - paper[1], paper[1] - c["ood_max"], 0.0)
+    # rounded: a gap of exactly 5 points is in range; bool: numpy's would fail `is True`
+    return bool(round(gap, 9) <= PAPER_TOLERANCE)
+
+
+def _paper_html(c: dict, paper: tuple[float, float] | None) -> str:
+    """The second line of a cell: the paper's IND / OOD and whether it is in range."""
+    if paper is None:
+        return '<small class="cl-paper">not in the paper</small>'
+    text = f"paper {_fmt(paper[0])} / {_fmt(paper[1])}"
+    verdict = in_paper_range(c, paper)
+    if verdict is None:
+        return f'<small class="cl-paper">{text}</small>'
+    seeds = f"{_fmt(c['ood_min'])}-{_fmt(c['ood_max'])}"
+    title = f"paper OOD {_fmt(paper[1])}; countlib's seeds {seeds} ± {_fmt(PAPER_TOLERANCE)} points"
+    word, cls = ("in range", "cl-paper-in") if verdict else ("out of range", "cl-paper-out")
+    return f'<small class="cl-paper {cls}" title="{title}">{text}, {word}</small>'
+
+
+def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str:
+    if c["missing"]:
+        return f'<td class="cl-missing">missing<br>{_paper_html(c, paper)}</td>'
+    ok = not pd.isna(c["ood"]) and c["ood"] >= SUCCESS_OOD
+    runs = html.escape(", ".join(c["runs"]))
+    text = f"{_fmt(c['ind'])} / {_fmt(c['ood'])}"
+    link = f'<a href="{run_link}{html.escape(c["best_run"])}" title="{runs}">{text}</a>'
+    style = ' style="background-color:#c8e6c9"' if ok else ""
+    cls = "cl-success" if ok else "cl-fail"
+    seeds = f"<small>{c['seeds']} seed(s)</small>"
+    return f'<td class="{cls}"{style}>{link}<br>{seeds}<br>{_paper_html(c, paper)}</td>'
+
+
+def agreement(frame: pd.DataFrame, spec: PaperTable) -> dict[str, int]:
+    """Counts of a table's cells: all, in the paper, with both values, in range, missing here."""
+    pairs = [
+        (c, paper_value(spec.key, row_label, col_label))
+        for row_label, row in frame.iterrows()
+        for col_label, c in row.items()
+    ]
+    verdicts = [in_paper_range(c, paper) for c, paper in pairs]
+    return {
+        "cells": len(pairs),
+        "paper": sum(paper is not None for _, paper in pairs),
+        "both": sum(v is not None for v in verdicts),
+        "in_range": sum(v is True for v in verdicts),
+        "missing": sum(bool(c["missing"]) for c, _ in pairs),
+    }
+
+
+def _agreement_html(counts: dict[str, int], spec: PaperTable) -> str:
+    if not counts["paper"]:
+        return '<p class="cl-agreement">The paper reports none of this table\'s cells.</p>'
+    points = _fmt(PAPER_TOLERANCE)
+    compared = (
+        f"The paper's OOD lies in the range of countlib's seeds (± {points} points) in "
+        f"{counts['in_range']} of the {counts['both']} cells that have both values"
+        if counts["both"]
+        else "No cell has both a countlib and a paper value"
+    )
+    text = (
+        f"{compared}. Of the {counts['cells']} cells, the paper reports {counts['paper']} and "
+        f"countlib has no runs for {counts['missing']}. Paper values: {CITATION}, "
+        f"Table {spec.key}. {PAPER_NOTES.get(spec.key, '')}"
+    )
+    return f'<p class="cl-agreement">{html.escape(text.strip())}</p>'
+
+
 def render_html(frame: pd.DataFrame, spec: PaperTable, run_link: str = "provenance.html#") -> str:
-    """HTML table: cells 'IND / OOD' in percent, shaded where OOD >= 95 %, linked to runs."""
+    """HTML table: cells 'IND / OOD' in percent, shaded where OOD >= 95 %, linked to runs, each
+    with the paper's value beside it; under the table, how many cells agree with the paper."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     body = []
     for label, row in frame.iterrows():
-        cells = []
-        for c in row:
-            if c["missing"]:
-                cells.append('<td class="cl-missing">missing</td>')
-                continue
-            ok = not pd.isna(c["ood"]) and c["ood"] >= SUCCESS_OOD
-            runs = html.escape(", ".join(c["runs"]))
-            text = f"{_fmt(c['ind'])} / {_fmt(c['ood'])}"
-            link = f'<a href="{run_link}{html.escape(c["best_run"])}" title="{runs}">{text}</a>'
-            style = ' style="background-color:#c8e6c9"' if ok else ""
-            cls = "cl-success" if ok else "cl-fail"
-            cells.append(
-                f'<td class="{cls}"{style}>{link}<br><small>{c["seeds"]} seed(s)</small></td>'
-            )
-        body.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(cells)}</tr>")
+        tds = [_cell_html(c, paper_value(spec.key, label, col), run_link) for col, c in row.items()]
+        body.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(tds)}</tr>")
     caption = html.escape(spec.title + (f" ({spec.note})" if spec.note else ""))
     return (
         f'<table class="countlib-table" id="{spec.page}"><caption>{caption}</caption>'
         f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        + _agreement_html(agreement(frame, spec), spec)
     )
 
 

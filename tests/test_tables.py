@@ -59,7 +59,9 @@ def test_cells_aggregate_seeds_and_say_missing():
     page = tables.render_html(frame, spec)
     assert 'class="cl-success"' in page and "97.0" in page and "100.0 / 97.0" in page
     assert 'href="provenance.html#r1"' in page
-    assert '<td class="cl-missing">missing</td>' in page
+    missing = '<td class="cl-missing">missing<br><small class="cl-paper">not in the paper</small>'
+    assert missing in page
+    assert (rope["ood_min"], rope["ood_max"]) == (0.10, 0.97)  # the seeds' range, for the paper
 
 
 def test_unfinished_runs_are_not_shown_as_numbers():
@@ -105,3 +107,42 @@ def test_table_a6_separates_runs_by_causal_mask():
     assert placed.loc["m32False", "column"] == "without causal mask"
     assert placed.loc["m32False", "row"] == "d = 32"
     assert len(placed) == 4
+
+
+def a8_runs(oods: dict[str, list[float]]):
+    """Table A8 runs (RoPE, 4 layers): per task, one run per OOD value."""
+    return runs_frame([
+        {"run": f"{task}-{i}", "task": task, "model": "transformer", "pe": "rope", "layers": 4,
+         "seed": i, "best_ood_ind": 1.0, "best_ood_ood": ood}
+        for task, values in oods.items() for i, ood in enumerate(values)
+    ])  # fmt: skip
+
+
+def test_cells_show_the_paper_and_whether_it_lies_in_the_seeds_range():
+    """The paper's A8: 84.3, 98.9, 30.9, 22.1, 11.4; in range is within 5 points of the seeds."""
+    spec = tables.get_table("A8")
+    runs = a8_runs({
+        "shifted_start_tr25_te50": [0.70, 0.80],  # 70-80: 84.3 is 4.3 above, in range
+        "shifted_start_tr50_te100": [0.90],  # one seed: 98.9 is 8.9 above, out of range
+        "shifted_start_tr25_te200": [0.164],  # 11.4 is exactly 5 points below, in range
+    })  # fmt: skip
+    frame = tables.table_frame(runs, spec)
+    assert tables.agreement(frame, spec) == {
+        "cells": 5, "paper": 5, "both": 3, "in_range": 2, "missing": 2}  # fmt: skip
+    page = tables.render_html(frame, spec)
+    assert "paper 100.0 / 84.3, in range" in page
+    assert 'class="cl-paper cl-paper-out"' in page and "paper 100.0 / 98.9, out of range" in page
+    assert 'missing<br><small class="cl-paper">paper 100.0 / 30.9</small>' in page
+    assert "in 2 of the 3 cells that have both values" in page
+    assert "the paper reports 5 and countlib has no runs for 2" in page
+    assert "arXiv 2405.20131" in page and "best of 2 seeds" in page  # cited, with its caveat
+
+
+def test_a_cell_the_paper_lacks_is_never_compared():
+    spec = tables.get_table("2")
+    runs = runs_frame([ROWS[0] | {"task": "vanilla_succession"}])  # 1-layer RoPE: not in Table 2
+    frame = tables.table_frame(runs, spec)
+    counts = tables.agreement(frame, spec)
+    assert counts == {"cells": 105, "paper": 90, "both": 0, "in_range": 0, "missing": 104}
+    page = tables.render_html(frame, spec)
+    assert "No cell has both a countlib and a paper value" in page
