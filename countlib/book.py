@@ -48,7 +48,7 @@ def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
     ``shared``: parameters every page but the task catalogue gets (runs_dir, manifest, device).
     """
     shared = dict(shared or {})
-    pages = [Page("tasks", "tasks")]
+    pages = [Page("findings", "findings", shared), Page("tasks", "tasks")]
     pages += [Page(name, name, {**shared, "train": False}) for name in FAMILY_NOTEBOOKS]
     pages += [
         Page("paper_table", table.page, {**shared, "table": table.key}, table.title)
@@ -64,6 +64,7 @@ def toc() -> dict[str, Any]:
     pages = [page.target for page in book_pages()]
     tables = {table.page for table in PAPER_TABLES}
     parts = [
+        ("Findings", ["generated/findings"]),
         ("The question", ["generated/tasks", "tasks"]),
         ("Architecture families", [f"generated/{p}" for p in FAMILY_NOTEBOOKS]),
         ("The paper's tables", [f"generated/{p}" for p in pages if p in tables]),

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from countlib.book import book_pages, make_book, toc
+from countlib.claims import CLAIMS
 from countlib.paper import PAPER_TABLES
 from countlib.results import load_runs
 from tests.browser import book_pages as html_pages
@@ -74,6 +75,8 @@ def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
     assert "Scale: spec tiny_book.yaml" in rnn and "shows 1 finished run(s) of the 1" in rnn
     assert "OOD accuracy by position" in rnn and "<img" in rnn
     assert "have no results" not in rnn
+    findings = page(tiny_book, "findings")
+    assert f"{len(CLAIMS)} claims:" in findings and 'id="claim-19"' in findings
 
 
 def test_every_task_is_shown_by_example(tiny_book):

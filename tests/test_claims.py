@@ -1,0 +1,91 @@
+"""Claims as code: every claim reads cells that exist, and verdicts follow their stated rules."""
+
+import pandas as pd
+import pytest
+
+from countlib import claims, tables
+from countlib.claims import FAILS, HOLDS, UNDECIDED, Condition, judge_all
+from countlib.paper import get_table
+from tests.test_tables import runs_frame
+
+
+def cell(ind: float, ood: float) -> dict:
+    return {"missing": False, "ind": ind, "ood": ood}
+
+
+def test_every_claim_reads_cells_of_the_paper_tables():
+    for claim in claims.CLAIMS:
+        for group in claim.groups:
+            for condition in group:
+                for ref in (condition.ref, condition.control):
+                    if ref is None:
+                        continue
+                    table, row, column = ref
+                    spec = get_table(table)
+                    assert row in [label for label, _ in spec.rows], (claim.number, ref)
+                    assert column in [label for label, _ in spec.columns], (claim.number, ref)
+    numbers = [claim.number for claim in claims.CLAIMS]
+    assert set(numbers) == set(range(1, 16)) | set(range(19, 25))
+
+
+def test_a_generalisation_claim_needs_a_run_that_fits():
+    ref = ("A1", "Shifted Start, 1L", "LSTM")
+    condition = Condition(ref, "generalises", 0.95)
+    assert condition.judge({ref: cell(1.0, 0.99)}).verdict == HOLDS
+    assert condition.judge({ref: cell(1.0, 0.50)}).verdict == FAILS
+    assert condition.judge({ref: cell(0.30, 0.0)}).verdict == UNDECIDED  # did not train
+    assert condition.judge({}).verdict == UNDECIDED
+    assert "did not fit" in condition.judge({ref: cell(0.30, 0.0)}).evidence[0]
+
+
+def test_a_failure_to_fit_is_judged_only_where_a_control_fits():
+    ref, control = ("2", "Modular (mod 10), 1L", "NoPE"), ("2", "Modular (mod 10), 1L", "SinePE")
+    condition = Condition(ref, "fails_to_fit", 0.2, control)
+    assert condition.judge({ref: cell(0.12, 0.12), control: cell(1.0, 1.0)}).verdict == HOLDS
+    assert condition.judge({ref: cell(0.99, 0.10), control: cell(1.0, 1.0)}).verdict == FAILS
+    # a budget too small to fit anything would "confirm" the claim: it cannot speak
+    assert condition.judge({ref: cell(0.12, 0.1), control: cell(0.3, 0.1)}).verdict == UNDECIDED
+    with pytest.raises(ValueError, match="control"):
+        Condition(ref, "fails_to_fit", 0.2)
+
+
+def test_claim_24_holds_when_each_depth_has_a_failed_task():
+    s4 = next(c for c in claims.CLAIMS if c.number == 24 and "S4 fails" in c.statement)
+    fails_mod10 = {("A1", f"Modular (mod 10), {n}L", "S4"): cell(1.0, 0.1) for n in (1, 2, 4)}
+    assert s4.judge(fails_mod10).verdict == HOLDS
+    counts_everything = {
+        ("A1", f"{task}, {n}L", "S4"): cell(1.0, 1.0) for task in claims.A1_TASKS for n in (1, 2, 4)
+    }
+    assert s4.judge(counts_everything).verdict == FAILS
+    assert s4.judge({}).verdict == UNDECIDED
+
+
+def test_verdicts_from_hand_made_run_records():
+    """Claim 19 (1-layer LSTM counts on all six tasks) from run records with known answers."""
+    spec = get_table("A1")
+    rows = [
+        {"run": f"lstm-{task}", "task": task, "model": "lstm", "layers": 1, "seed": 1,
+         "best_ood_ind": 1.0, "best_ood_ood": ood}
+        for (_, task), ood in zip(
+            [(label, f["task"]) for label, f in spec.rows if f["layers"] == 1],
+            [1.0, 1.0, 0.99, 1.0, 0.97, 1.0],
+            strict=True,
+        )
+    ]  # fmt: skip
+    lstm = next(c for c in claims.CLAIMS if c.number == 19)
+
+    def verdict(records: list[dict]) -> str:
+        frame = tables.table_frame(runs_frame(records), spec)
+        return judge_all(claims.cells_of({"A1": frame}), [lstm])[0].verdict
+
+    assert verdict(rows) == HOLDS
+    assert verdict([*rows[:4], rows[4] | {"best_ood_ood": 0.40}, rows[5]]) == FAILS
+    assert verdict(rows[:5]) == UNDECIDED  # Selective + mod 4 never ran
+    assert verdict([r | {"best_ood_ind": 0.2} for r in rows]) == UNDECIDED  # did not train
+
+
+def test_needed_tables_are_real_tables():
+    for key in claims.needed_tables():
+        assert isinstance(get_table(key).title, str)
+    frame = pd.DataFrame({"NoPE": [cell(0.1, 0.1)]}, index=["Modular (mod 10), 1L"])
+    assert claims.cells_of({"2": frame}) == {("2", "Modular (mod 10), 1L", "NoPE"): cell(0.1, 0.1)}
