@@ -26,10 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from countlib.report import SUCCESS_OOD
+from countlib.report import FIT_IND, SUCCESS_OOD
 
-#: Best IND at or above which a run fits its training data; below, it says nothing about OOD.
-FIT_IND = 0.95
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
 
 #: A cell of a paper table: (table key, row label, column label).

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from countlib.sweep import SweepRun
 
 SUCCESS_OOD = 0.95  # our threshold for "counts inductively"; the paper gives none
+#: Best IND at or above which a run fits its training data; below, it says nothing about OOD.
+FIT_IND = 0.95
 #: Run-table columns that tell configurations apart, in the order a label names them.
 CONFIG_COLUMNS = ("model", "pe", "layers", "hidden", "heads", "causal", "head_size", "lr")
 

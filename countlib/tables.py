@@ -27,7 +27,7 @@ import pandas as pd
 
 from countlib.paper import PAPER_TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
-from countlib.report import SUCCESS_OOD, config_labels
+from countlib.report import FIT_IND, SUCCESS_OOD, config_labels
 from countlib.results import aggregate
 
 __all__ = ["PAPER_TABLES", "PaperTable", "agreement", "get_table", "table_frame", "table_runs"]
@@ -75,6 +75,8 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         "ood_max": ood.max(),
         "runs": list(finished["run"]),
         "best_run": best_run,
+        # seeds that never fitted their training data: their OOD says nothing
+        "unfit": int((finished[f"{rule}_ind"].astype(float).fillna(0) < FIT_IND).sum()),
         "incomplete": len(chosen) - len(finished),
     }
 
@@ -126,6 +128,9 @@ def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str
     style = ' style="background-color:#c8e6c9"' if ok else ""
     cls = "cl-success" if ok else "cl-fail"
     seeds = f"<small>{c['seeds']} seed(s)</small>"
+    if c.get("unfit"):
+        flag = "did not fit" if c["unfit"] == c["seeds"] else f"{c['unfit']} did not fit"
+        seeds += f'<br><small class="cl-unfit">{flag} (IND &lt; {100 * FIT_IND:.0f} %)</small>'
     return f'<td class="{cls}"{style}>{link}<br>{seeds}<br>{_paper_html(c, paper)}</td>'
 
 

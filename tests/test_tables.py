@@ -146,3 +146,15 @@ def test_a_cell_the_paper_lacks_is_never_compared():
     assert counts == {"cells": 105, "paper": 90, "both": 0, "in_range": 0, "missing": 104}
     page = tables.render_html(frame, spec)
     assert "No cell has both a countlib and a paper value" in page
+
+
+def test_cells_flag_seeds_that_never_fitted_their_training_data():
+    runs = runs_frame(ROWS[:3] + [ROWS[1] | {"run": "r5", "seed": 5, "best_ood_ind": 0.3}])
+    spec = tables.PaperTable(
+        "t", "T", [("mod10 1L", {"task": "mod10"})], [("RoPE", {"pe": "rope"})]
+    )
+    frame = tables.table_frame(runs, spec)
+    assert frame.iloc[0, 0]["unfit"] == 3  # IND 0.9, 0.8 and 0.3 are below 95 %
+    assert "3 did not fit (IND &lt; 95 %)" in tables.render_html(frame, spec)
+    fitted = tables.table_frame(runs_frame(ROWS[:1]), spec)
+    assert "did not fit" not in tables.render_html(fitted, spec)
