@@ -63,6 +63,12 @@ class Batch:
         return self.labels != IGNORE
 
 
+def positions_needed(task: Task) -> int:
+    """Position ids m = n + 1 of the task's longest sequence, in training or any split."""
+    longest = max(task.train_lengths[1], *(info.lengths[1] for info in task.splits.values()))
+    return longest + 1
+
+
 def max_seen_length(task: Task) -> int:
     """The original ``max_seen_len``: most non-``<pad>`` input tokens over the val lines."""
     return max(sum(tok != PAD for tok in inputs) for inputs, _ in task.split("val"))
@@ -111,10 +117,14 @@ class Collator:
         m = n_real + 1
         P = self.max_positions
         if self.scheme in BOUNDED_SCHEMES and m > P:
+            # this sequence is only the first too long: name what every sequence of the task
+            # (and of this one, from a data file perhaps) needs
+            needed = max(m, positions_needed(self.task))
             raise ValueError(
                 f"a sequence of {n_real} real tokens needs {m} position ids, but the "
                 f"{self.scheme!r} scheme has only P = {P}; raise max_positions (the task's "
-                f"max_positions or the Collator's max_positions argument) to at least {m}"
+                f"max_positions or the Collator's max_positions argument) to at least {needed}, "
+                f"what the longest sequence of task {self.task.name!r} needs"
             )
         if self.scheme == "none":
             return list(range(m))

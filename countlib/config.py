@@ -14,9 +14,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from countlib.batches import POSITION_SCHEMES, RANDOM_SCHEMES
+from countlib.batches import (
+    BOUNDED_SCHEMES,
+    FLOAT_SCHEMES,
+    POSITION_SCHEMES,
+    RANDOM_SCHEMES,
+    positions_needed,
+)
 from countlib.models import get_family, model_config
 from countlib.tasks import Task, get_task
+from countlib.validation import check_at_least, check_field_types, is_number
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -41,20 +48,20 @@ class OptimConfig:
     l2wrap: float | None = None
 
     def __post_init__(self) -> None:
-        if (self.steps is not None and self.steps < 1) or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
-        if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
         if self.betas is not None:
             self.betas = _betas(self.betas)
-        if self.l2wrap is not None and self.l2wrap < 0:
-            raise ValueError(f"l2wrap must be non-negative, got {self.l2wrap}")
+        check_field_types(self)
+        check_at_least(self, 1, "steps", "batch_size")
+        # a negative warmup makes the rate factor negative: gradient ascent; 0 means no warmup
+        check_at_least(self, 0, "warmup_steps", "weight_decay", "grad_clip", "l2wrap")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
 
 
 def _betas(value: Any) -> tuple[float, float]:
     """A (beta1, beta2) pair from a tuple or a JSON/YAML list."""
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"betas must be a pair [beta1, beta2], got {value!r}")
+    if not isinstance(value, list | tuple) or len(value) != 2 or not all(map(is_number, value)):
+        raise ValueError(f"betas must be a pair [beta1, beta2] of numbers, got {value!r}")
     pair = (float(value[0]), float(value[1]))
     if not all(0 <= b < 1 for b in pair):
         raise ValueError(f"betas must lie in [0, 1), got {value!r}")
@@ -70,8 +77,17 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.batch_size < 1 or self.shift_samples < 1:
-            raise ValueError("eval every, batch_size and shift_samples must be positive")
+        check_field_types(self)
+        check_at_least(self, 1, "every", "batch_size", "shift_samples")
+
+
+def _section(cls: type, value: dict[str, Any], name: str) -> Any:
+    """``cls`` from a mapping; an unknown key is a ValueError listing the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"unknown {name} key(s) {unknown}; valid: {sorted(names)}")
+    return cls(**value)
 
 
 @dataclass
@@ -92,11 +108,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.optim, dict):
-            self.optim = OptimConfig(**self.optim)
+            self.optim = _section(OptimConfig, self.optim, "optim")
         if isinstance(self.eval, dict):
-            self.eval = EvalConfig(**self.eval)
+            self.eval = _section(EvalConfig, self.eval, "eval")
+        check_field_types(self)
         task = get_task(self.task)
-        self.model_config(task)
+        model_cfg = self.model_config(task)
         if self.position_scheme is not None and self.position_scheme not in POSITION_SCHEMES:
             raise ValueError(
                 f"unknown position scheme {self.position_scheme!r}; "
@@ -104,8 +121,30 @@ class RunConfig:
             )
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose from {PRECISIONS}")
-        if self.aux_share is not None and not hasattr(task, "with_aux_share"):
-            raise ValueError(f"task {task.name!r} has no auxiliary data to share")
+        if self.aux_share is not None:
+            if not hasattr(task, "with_aux_share"):
+                raise ValueError(f"task {task.name!r} has no auxiliary data to share")
+            task.with_aux_share(self.aux_share)  # rejects shares outside [0, 1)
+        self._check_positions(task, model_cfg)
+
+    def _check_positions(self, task: Task, model_cfg: Any) -> None:
+        """Reject position ids that the collator or the model would refuse at the first batch
+        that shows them, after the run directory exists: a bounded scheme whose range cannot
+        hold the task's longest sequence, or ids of a kind or range the model cannot take."""
+        family = get_family(self.model)
+        default_scheme = getattr(model_cfg, "default_position_scheme", family.position_scheme)
+        scheme = self.position_scheme or default_scheme
+        # the collator's range: the model's option where the family has one, else the task's
+        available = getattr(model_cfg, "max_positions", task.max_positions)
+        needed = positions_needed(task)
+        if scheme in BOUNDED_SCHEMES and available < needed:
+            raise ValueError(
+                f"position scheme {scheme!r} places every sequence within max_positions = "
+                f"{available} ids, but the longest sequence of task {task.name!r} needs "
+                f"{needed}; set max_positions to at least {needed}"
+            )
+        if hasattr(model_cfg, "check_positions"):  # families that read positions
+            model_cfg.check_positions(scheme, floats=scheme in FLOAT_SCHEMES, needed=needed)
 
     def model_config(self, task: Task) -> Any:
         return model_config(
@@ -168,12 +207,14 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        text = Path(path).read_text()
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
-
-            return cls.from_dict(yaml.safe_load(text))
-        return cls.from_dict(json.loads(text))
+        """A config from a JSON or YAML file; every error names the file (and line)."""
+        data = read_yaml(path) if str(path).endswith((".yaml", ".yml")) else read_json(path)
+        if not isinstance(data, dict):
+            raise ConfigFileError(f"{path}: a run config must be a mapping, got {data!r}")
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ConfigFileError(f"{path}: {err}") from None
 
     def config_hash(self) -> str:
         """Stable identity of the resolved experiment (12 hex digits)."""
@@ -189,3 +230,39 @@ class RunConfig:
         if opts.get("causal") is False:
             shape += "-bidirectional"
         return f"{resolved.task}-{resolved.model}-{shape}-s{resolved.seed}-{self.config_hash()}"
+
+
+class ConfigFileError(ValueError):
+    """A config or spec file that cannot be read; the message names the file (and line)."""
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise ConfigFileError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise ConfigFileError(f"{path}: JSON nested too deeply") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    import yaml  # only YAML files need it
+
+    try:
+        return yaml.safe_load(_read_text(path))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        reason = err.problem or err.context
+        raise ConfigFileError(f"{path}{line}: not valid YAML ({reason})") from None
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"{path}: not valid YAML ({err})") from None
+    except RecursionError:
+        raise ConfigFileError(f"{path}: YAML nested too deeply") from None

@@ -26,6 +26,9 @@ def parse_line(text: str) -> Example:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"not valid JSON ({err.msg})") from None
+    except RecursionError:
+        # json's decoder recurses once per nesting level; an example is only two levels deep
+        raise DataError("not valid JSON (nested too deeply)") from None
     if (
         not isinstance(value, list)
         or len(value) != 2
@@ -41,13 +44,17 @@ def parse_line(text: str) -> Example:
 def iter_file(path: str | os.PathLike) -> Iterator[tuple[int, Example]]:
     """Yield (line number, example) for every non-empty line; bad lines raise DataFileError."""
     with open(path, encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield number, parse_line(text)
-            except DataError as err:
-                raise DataFileError(path, number, str(err)) from None
+        try:
+            for number, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    yield number, parse_line(text)
+                except DataError as err:
+                    raise DataFileError(path, number, str(err)) from None
+        except UnicodeDecodeError as err:
+            # decoding runs a chunk of lines ahead of the loop: the line is unknown
+            raise DataError(f"{path}: not UTF-8 text ({err.reason})") from None
 
 
 def read_file(path: str | os.PathLike) -> list[Example]:
@@ -70,8 +77,11 @@ def write_file(path: str | os.PathLike, examples: Iterable[Example]) -> int:
                 fh.write(format_example(example) + "\n")
                 count += 1
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            # a failed write (a full disk) names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     return count
 
@@ -79,7 +89,8 @@ def write_file(path: str | os.PathLike, examples: Iterable[Example]) -> int:
 def read_checked(path: str | os.PathLike, task: Task) -> list[Example]:
     """Read a file, validating every line against ``task``.
 
-    Raises DataFileError naming the first bad line.
+    Raises DataFileError naming the first bad line, and DataError for a file without examples
+    (nothing to check or evaluate is a mistake, not a pass).
     """
     examples = []
     for number, example in iter_file(path):
@@ -88,6 +99,8 @@ def read_checked(path: str | os.PathLike, task: Task) -> list[Example]:
         except DataError as err:
             raise DataFileError(path, number, str(err)) from None
         examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no examples (the file has no non-empty line)")
     return examples
 
 

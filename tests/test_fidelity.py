@@ -226,10 +226,13 @@ def test_auto_precision_is_the_family_default_on_cuda_and_fp32_on_cpu(model):
     assert resolve_precision("auto", "cuda", model) == GPU_PRECISION[model]
     assert resolve_precision("auto", "cuda:1", model) == GPU_PRECISION[model]
     assert resolve_precision("auto", "cpu", model) == "no"
-    # An explicit precision wins on either device.
+    # An explicit precision wins on either device, but fp16 only where it runs: accelerate
+    # would train an fp16 config in fp32 on CPU.
     assert resolve_precision("fp32", "cuda", model) == "no"
     assert resolve_precision("bf16", "cuda", model) == "bf16"
-    assert resolve_precision("fp16", "cpu", model) == "fp16"
+    assert resolve_precision("bf16", "cpu", model) == "bf16"
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        resolve_precision("fp16", "cpu", model)
 
 
 def test_environment_records_the_effective_precision(tmp_path):

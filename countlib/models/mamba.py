@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from countlib.models.backends import BackendUnavailableError
+from countlib.validation import check_field_types
 
 BACKENDS = ("auto", "countlib", "mambapy", "mamba_ssm")
 _RMS_EPS = 1e-5
@@ -53,6 +54,7 @@ class MambaConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown mamba backend {self.backend!r}; choose from {BACKENDS}")
         sizes = (self.vocab_size, self.layers, self.hidden, self.d_state, self.d_conv, self.expand)

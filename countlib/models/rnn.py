@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from countlib.validation import check_field_types
+
 
 @dataclass
 class RNNConfig:
@@ -21,6 +23,7 @@ class RNNConfig:
     cell: str = "rnn"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.cell not in _CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; choose from {sorted(_CELLS)}")
         if self.layers < 1 or self.hidden < 1:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from countlib.models.backends import BackendUnavailableError
+from countlib.validation import check_field_types
 
 FORMS = ("chunked", "recurrent")
 BACKENDS = ("auto", "countlib", "fla")
@@ -65,6 +66,7 @@ class RWKVConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.version not in VERSIONS:
             raise ValueError(f"unknown RWKV version {self.version!r}; choose from {VERSIONS}")
         if self.form not in FORMS:

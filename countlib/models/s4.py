@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from countlib.validation import check_field_types
+
 _MODES = ("dplr", "diag")
 _INITS = ("legs", "lin")
 
@@ -61,6 +63,7 @@ class S4Config:
     b_imag_clip: float | None = 2.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.mode not in _MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {list(_MODES)}")
         if self.init not in _INITS:

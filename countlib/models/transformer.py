@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from countlib.validation import check_field_types
+
 INPUT_PES = ("ape", "sine")
 ATTENTION_PES = ("rope", "alibi", "t5")
 ALONE_PES = ("nope", "spe")
@@ -94,6 +96,7 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         parts = parse_pe(self.pe)
         if min(self.vocab_size, self.layers, self.hidden, self.heads, self.mlp_ratio) < 1:
             raise ValueError("vocab_size, layers, hidden, heads and mlp_ratio must be positive")
@@ -136,6 +139,26 @@ class TransformerConfig:
         if self.pe == "spe":
             return "scalar_shift"
         return "shift"
+
+    def check_positions(self, scheme: str, *, floats: bool, needed: int) -> None:
+        """ValueError for batches of position scheme ``scheme`` (float values if ``floats``)
+        that `Transformer` would refuse at its first forward, for a task whose longest sequence
+        takes ``needed`` position ids: said before training, not after its first batch."""
+        parts = self.pe_parts
+        if parts == ("nope",):
+            return
+        if ("spe" in parts) != floats:
+            wanted = "float position values" if "spe" in parts else "integer position ids"
+            raise ValueError(
+                f"pe={self.pe!r} needs {wanted}, which position scheme {scheme!r} does not give; "
+                f"use {self.default_position_scheme!r} (the default for this PE)"
+            )
+        if any(p in INPUT_PES for p in parts) and needed > self.max_positions:
+            raise ValueError(
+                f"pe={self.pe!r} has a table of max_positions = {self.max_positions}, but the "
+                f"task's longest sequence takes {needed} position ids; set max_positions to at "
+                f"least {needed}"
+            )
 
 
 # -- positional helpers ------------------------------------------------------------------------
