@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from countlib.train.records import RunDir
+from countlib.train.records import SET_ASIDE_MARK, RunDir, RunRecordError
 
 #: Which checkpoint's numbers a table reports.
 CHECKPOINT_RULES = ("best_ood", "best_val", "final")
 
 
+class BrokenRunWarning(UserWarning):
+    """A run left out of a table because one of its records cannot be read."""
+
+
 def find_runs(root: str | Path | Iterable[str | Path]) -> list[RunDir]:
-    """Run directories under ``root`` (or the given directories), complete or not."""
+    """Run directories under ``root`` (or the given directories), complete or not; not those
+    that ``countlib sweep --retrain-broken`` moved aside (``<name>.broken-<time>``)."""
     roots = [root] if isinstance(root, str | Path) else list(root)
     found = []
     for item in map(Path, roots):
         candidates = [item] if (item / "config.json").exists() else sorted(item.glob("*/"))
-        found += [RunDir(c) for c in candidates if (c / "config.json").exists()]
+        found += [
+            RunDir(c)
+            for c in candidates
+            if (c / "config.json").exists() and SET_ASIDE_MARK not in c.name
+        ]
     return found
 
 
 def _row(run: RunDir) -> dict[str, object]:
-    config = json.loads(run.config.read_text())
+    config = run.read_config()
     row: dict[str, object] = {
         "run": run.path.name,
         "path": str(run.path),
@@ -37,9 +46,12 @@ def _row(run: RunDir) -> dict[str, object]:
         "position_scheme": config["position_scheme"],
         **{k: v for k, v in config["model_options"].items()},
     }
-    if not run.summary.exists():
-        env = json.loads(run.environment.read_text()) if run.environment.exists() else {}
+    # a run being trained has no summary yet; a final one (COMPLETE) without one is broken
+    if not run.summary.exists() and not run.is_complete():
+        env = run.read_environment() if run.environment.exists() else {}
         return row | {"status": "incomplete", "config_hash": env.get("config_hash")}
+    if run.environment.exists():
+        run.read_environment()  # the provenance page reads it: broken, it would stop the book
     summary = run.read_summary()
     row |= {
         "config_hash": summary["config_hash"],
@@ -58,8 +70,19 @@ def _row(run: RunDir) -> dict[str, object]:
 
 
 def load_runs(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: its config, status, and IND/OOD under every checkpoint rule."""
-    return pd.DataFrame([_row(run) for run in find_runs(root)])
+    """One row per run: its config, status, and IND/OOD under every checkpoint rule.
+
+    A run with a record that cannot be read (a truncated or emptied file, a summary missing
+    beside COMPLETE) is left out with a `BrokenRunWarning` naming the file, so that one bad
+    record costs one run, not the table; a book counts it among the runs without results.
+    """
+    rows = []
+    for run in find_runs(root):
+        try:
+            rows.append(_row(run))
+        except RunRecordError as err:
+            warnings.warn(f"run {run.path.name} left out: {err}", BrokenRunWarning, stacklevel=2)
+    return pd.DataFrame(rows)
 
 
 def load_eval_history(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:

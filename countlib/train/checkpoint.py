@@ -7,13 +7,14 @@ model weights only, in safetensors.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from countlib.train.records import temp_file_beside
 
 FORMAT = "countlib-checkpoint-v1"
 
@@ -23,8 +24,7 @@ class CheckpointError(RuntimeError):
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         write(tmp)
@@ -64,8 +64,13 @@ def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, s
     )
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+def load_weights(path: str | Path, config_hash: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file; given ``config_hash``, only if the file says it was
+    written by that run (a best checkpoint copied from another run of the same shape would
+    otherwise load without a word)."""
     try:
+        if config_hash is not None:
+            _check_weights_owner(path, config_hash)
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         if isinstance(err, FileNotFoundError):
@@ -73,9 +78,22 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable weights file: {err}") from None
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Strict load: a missing or unexpected tensor is an error, never silently ignored."""
-    state = load_weights(path)
+def _check_weights_owner(path: str | Path, config_hash: str) -> None:
+    with safe_open(str(path), framework="pt") as handle:
+        owner = (handle.metadata() or {}).get("config_hash")
+    if owner != config_hash:
+        raise CheckpointError(
+            f"{path} belongs to run {owner or '(no config hash recorded)'}, "
+            f"not to this run ({config_hash})"
+        )
+
+
+def load_model_weights(
+    model: torch.nn.Module, path: str | Path, config_hash: str | None = None
+) -> None:
+    """Strict load: a missing or unexpected tensor is an error, never silently ignored; given
+    ``config_hash``, weights of another run are refused (`load_weights`)."""
+    state = load_weights(path, config_hash)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

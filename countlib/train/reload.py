@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from countlib.metrics import EvalResult
 from countlib.models import build_model
 from countlib.train.checkpoint import CheckpointError, load_model_weights, load_state
 from countlib.train.evaluate import evaluate
-from countlib.train.records import RunDir, atomic_write_csv
+from countlib.train.records import RunDir, RunRecordError, atomic_write_csv
 from countlib.train.trainer import resolve_device, task_for
 
 
@@ -29,21 +31,48 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "last") -> tuple[RunCo
     run = RunDir(run_dir)
     if not run.config.exists():
         raise FileNotFoundError(f"{run.path} is not a run directory (no config.json)")
-    config = RunConfig.load(run.config)
+    config = RunConfig.from_dict(run.read_config())
+    config_hash = _checked_hash(run, config)
     model = build_model(config.model, len(task_for(config).vocab), **config.model_options)
     if checkpoint == "last":
         if not run.last.exists():
             raise FileNotFoundError(f"{run.last} does not exist")
-        state = load_state(run.last, config.config_hash())
+        state = load_state(run.last, config_hash)
         try:
             model.load_state_dict(state["model"], strict=True)
         except RuntimeError as err:
             raise CheckpointError(f"{run.last} does not match this model: {err}") from None
     elif checkpoint in ("best_val", "best_ood"):
-        load_model_weights(model, getattr(run, checkpoint))
+        load_model_weights(model, getattr(run, checkpoint), config_hash)
     else:
         raise ValueError(f"unknown checkpoint {checkpoint!r}; choose last, best_val or best_ood")
     return config, model
+
+
+def _checked_hash(run: RunDir, config: RunConfig) -> str:
+    """The hash of ``config``, once every hash the run recorded agrees with it: after an edit
+    of config.json the model and task rebuilt from it are not what the checkpoints learned."""
+    actual = config.config_hash()
+    for source, recorded in _recorded_hashes(run):
+        if recorded != actual:
+            raise RunRecordError(
+                f"{run.config} hashes to {actual}, but {source} records {recorded}: the config "
+                "was edited or belongs to another run, so its checkpoints cannot be evaluated "
+                "under it"
+            )
+    return actual
+
+
+def _recorded_hashes(run: RunDir) -> Iterator[tuple[str, str]]:
+    """(where, hash) of the run's own records of its config hash: the directory name's suffix
+    (unless the directory was renamed), environment.json and summary.json where present."""
+    suffix = run.path.name.rsplit("-", 1)[-1]
+    if re.fullmatch(r"[0-9a-f]{12}", suffix):
+        yield f"the directory name {run.path.name}", suffix
+    if run.environment.exists():
+        yield str(run.environment), run.read_environment()["config_hash"]
+    if run.summary.exists():
+        yield str(run.summary), run.read_summary()["config_hash"]
 
 
 def evaluate_run(
