@@ -16,6 +16,7 @@ from countlib.config import PRECISIONS, EvalConfig, OptimConfig, RunConfig
 from countlib.models.backends import BackendUnavailableError
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
+from countlib.train.records import RunLockedError
 
 
 def _span(lengths: tuple[int, int]) -> str:
@@ -99,8 +100,15 @@ def _model_options(args: argparse.Namespace) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        options[key] = yaml.safe_load(value)
+        options[key] = _yaml_value(f"--set {key}", value)
     return options
+
+
+def _yaml_value(flag: str, text: str) -> object:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError(f"{flag}: {text!r} is not a YAML value") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -123,7 +131,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         position_scheme=args.positions,
         precision=args.precision,
     )
-    result = train(config, args.runs_dir, device=args.device, progress=not args.quiet)
+    result = train(
+        config,
+        args.runs_dir,
+        device=args.device,
+        progress=not args.quiet,
+        allow_thread_change=args.allow_thread_change,
+    )
     summary = result.summary
     verb = "already complete" if result.skipped else result.status
     print(f"{verb}: {result.run_dir.path}")
@@ -132,6 +146,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  {rule:<8} step {point.get('step')}: {_ind_ood(point)}")
     print(f"  wall time {summary['wall_time_s']} s, {summary['parameters']} parameters")
     return 0 if result.status == "complete" else 1
+
+
+def _workers(value: str) -> int:
+    """``--workers``: a count of parallel runs, at least 1 (0 or -1 must not mean a default)."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
 
 
 def _ind_ood(point: dict[str, object]) -> str:
@@ -184,7 +209,7 @@ def cmd_book(args: argparse.Namespace) -> int:
         device=args.device,
         executor=args.executor,
         workers=args.workers,
-        parameters={key: yaml.safe_load(value) for key, value in args.param or []},
+        parameters={key: _yaml_value(f"-p {key}", value) for key, value in args.param or []},
         only=args.notebook or (),
         build=not args.no_build,
     )
@@ -213,6 +238,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             address=args.address,
             progress=args.executor == "sequential",
             log=lambda line: print(line, flush=True),
+            retrain_broken=args.retrain_broken,
         )
     except ExecutorUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -269,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--runs-dir", default="runs")
     tr.add_argument("--device", default="auto", help="cpu, cuda or auto")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--allow-thread-change",
+        action="store_true",
+        help="resume a CPU run at another torch thread count than it was trained at (its "
+        "numbers then differ from an uninterrupted run's); refused by default",
+    )
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint on its splits or a data file")
@@ -292,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--scale", help="label on every page (default: the profile or spec name)")
     book.add_argument("--runs-dir", default="runs")
     book.add_argument("--executor", choices=("sequential", "pool", "ray"), default="pool")
-    book.add_argument("--workers", type=int, help="parallel runs (default: GPUs, or CPU cores)")
+    book.add_argument(
+        "--workers", type=_workers, help="parallel runs (default: GPUs, or CPU cores)"
+    )
     book.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     book.add_argument("--notebook", action="append", help="execute only these pages")
     book.add_argument(
@@ -316,27 +350,52 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--runs-dir", default="runs")
     sw.add_argument("--executor", choices=("sequential", "pool", "ray"), default="sequential")
     sw.add_argument("--address", help="Ray cluster address (default: start a local instance)")
-    sw.add_argument("--workers", type=int, help="parallel runs (default: GPUs, or CPU cores)")
+    sw.add_argument("--workers", type=_workers, help="parallel runs (default: GPUs, or CPU cores)")
     sw.add_argument("--device", default="auto", help="cpu, cuda or auto")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and GPU-hours only")
+    sw.add_argument(
+        "--retrain-broken",
+        action="store_true",
+        help="move complete runs with a broken record aside (<name>.broken-<time>) and retrain",
+    )
     sw.set_defaults(func=cmd_sweep)
     return parser
+
+
+#: What a user's input or this machine's state causes, not a bug: reported in one line, exit 2.
+#: OSError covers a missing or unreadable path, a directory given for a file and a full disk.
+USER_ERRORS = (
+    UnknownTaskError,
+    KeyError,
+    ValueError,
+    OSError,
+    CheckpointError,
+    BackendUnavailableError,
+    RunLockedError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_runs_dir(getattr(args, "runs_dir", None))
         return args.func(args)
-    except (
-        UnknownTaskError,
-        KeyError,
-        ValueError,
-        FileNotFoundError,
-        CheckpointError,
-        BackendUnavailableError,
-    ) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _check_runs_dir(path: str | None) -> None:
+    """Refuse a ``--runs-dir`` that names a file now, not from inside the first run."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"--runs-dir {path} is not a directory")
+
+
+def _one_line(err: BaseException) -> str:
+    """``err``'s message on one line; an OSError from the system as "path: reason"."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

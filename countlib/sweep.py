@@ -26,27 +26,31 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 
-from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.config import EvalConfig, OptimConfig, RunConfig, read_yaml
 from countlib.paper import get_table
 from countlib.tasks import get_task
 from countlib.train import train
-from countlib.train.records import RunDir, RunLockedError
+from countlib.train.records import RunDir, RunLockedError, RunRecordError
+from countlib.train.threads import available_cores, cpu_threads, thread_environment
 from countlib.train.trainer import resolve_device
 
 META_KEYS = ("name", "description", "grid")
@@ -72,9 +76,15 @@ EVAL_KEYS = {
 EXECUTORS = ("sequential", "pool", "ray")
 RAY_INSTALL = "pip install ray (or: pip install 'ray[default]' for the dashboard)"
 
-# Outcome statuses of one run in a sweep.
+# Outcome statuses of one run in a sweep. LOCKED never ends in a report: the sweep waits for
+# the other process and reports ELSEWHERE if it made the run final, else trains the run itself.
 COMPLETED, SKIPPED, DIVERGED = "completed", "skipped", "diverged"
-FAILED, LOCKED = "failed", "locked"
+FAILED, LOCKED, ELSEWHERE = "failed", "locked", "elsewhere"
+#: What a failed run with a broken record can do about it.
+BROKEN_HINT = (
+    "the run's records are broken: `countlib sweep --retrain-broken` (run_sweep(..., "
+    "retrain_broken=True)) moves its directory aside to <name>.broken-<time> and trains it afresh"
+)
 
 
 class SpecError(ValueError):
@@ -104,7 +114,7 @@ class SweepRun:
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
-    spec = yaml.safe_load(Path(path).read_text())
+    spec = read_yaml(path)  # a syntax error names the file and line
     if not isinstance(spec, dict):
         raise SpecError(f"{path}: a sweep spec must be a mapping with a 'grid' list")
     return spec
@@ -285,8 +295,13 @@ def step_seconds(config: RunConfig) -> float:
     return STEP_OVERHEAD_S + per_layer * options.get("layers", 1)
 
 
+def run_seconds(config: RunConfig) -> float:
+    """Estimated V100 seconds of a whole run; a budget left unset is the family's default."""
+    return step_seconds(config) * config.resolve().optim.steps
+
+
 def gpu_hours(runs: Iterable[SweepRun]) -> float:
-    return sum(step_seconds(run.config) * run.config.optim.steps for run in runs) / 3600
+    return sum(run_seconds(run.config) for run in runs) / 3600
 
 
 def format_plan(runs: Sequence[SweepRun], runs_dir: str | Path) -> str:
@@ -303,9 +318,10 @@ def format_plan(runs: Sequence[SweepRun], runs_dir: str | Path) -> str:
             left.append(run)
         config = run.config
         options = " ".join(f"{k}={v}" for k, v in config.model_options.items())
+        steps = config.resolve().optim.steps  # None in the spec: the family's budget
         lines.append(
             f"{state}  {','.join(run.tables) or '-':<6} {config.task:<27} {config.model:<11} "
-            f"{options:<32} seed={config.seed:<5} steps={config.optim.steps:<7} {run.name}"
+            f"{options:<32} seed={config.seed:<5} steps={steps:<7} {run.name}"
         )
     lines.append(
         f"{len(runs)} runs, {len(runs) - len(left)} final, {len(left)} to train; estimated "
@@ -322,11 +338,12 @@ def format_plan(runs: Sequence[SweepRun], runs_dir: str | Path) -> str:
 class RunOutcome:
     name: str
     run_dir: Path
-    #: completed, skipped (complete before this sweep), diverged, failed or locked.
+    #: completed, skipped (final before this sweep), diverged, failed or elsewhere (made final
+    #: by another process while this sweep waited for it).
     status: str
     #: The status in the run's summary (complete or diverged), None if it has none.
     run_status: str | None = None
-    #: The traceback of a failed run, or why a locked run was left alone.
+    #: The traceback of a failed run, or who held the lock of a locked one.
     error: str | None = None
     seconds: float = 0.0
 
@@ -342,40 +359,45 @@ class SweepReport:
     skipped = property(lambda self: self.by_status(SKIPPED))
     diverged = property(lambda self: self.by_status(DIVERGED))
     failed = property(lambda self: self.by_status(FAILED))
-    locked = property(lambda self: self.by_status(LOCKED))
+    elsewhere = property(lambda self: self.by_status(ELSEWHERE))
 
     @property
     def ok(self) -> bool:
         """Every run is now final (complete or diverged) and none failed."""
-        return not self.failed and not self.locked
+        return not self.failed
 
     def format(self) -> str:
         lines = [
             f"{len(self.outcomes)} runs: {len(self.completed)} completed, "
             f"{len(self.skipped)} skipped (already final), {len(self.diverged)} diverged, "
-            f"{len(self.failed)} failed, {len(self.locked)} locked by another sweep"
+            f"{len(self.failed)} failed, {len(self.elsewhere)} done by another process"
         ]
         earlier = [o for o in self.skipped if o.run_status == DIVERGED]
         if earlier:
             lines.append(f"{len(earlier)} of the skipped runs had diverged earlier")
         for outcome in self.diverged + earlier:
             lines.append(f"diverged: {outcome.run_dir}")
-        for outcome in self.locked:
-            lines.append(f"locked: {outcome.run_dir} (being trained by another process)")
         for outcome in self.failed:
             lines.append(f"failed: {outcome.run_dir}\n{outcome.error}")
         return "\n".join(lines)
 
 
 def run_one(
-    config: RunConfig, runs_dir: str | Path, device: str = "auto", progress: bool = False
+    config: RunConfig,
+    runs_dir: str | Path,
+    device: str = "auto",
+    progress: bool = False,
+    threads: int | None = None,
 ) -> RunOutcome:
-    """Train one run and say how it went; never raises for a failure of the run itself."""
+    """Train one run and say how it went; never raises for a failure of the run itself.
+
+    ``threads``: the torch threads of the run (None: the thread policy's count for one run).
+    """
     name = config.run_name()
     run_dir = Path(runs_dir) / name
     started = time.perf_counter()
     try:
-        result = train(config, runs_dir, device=device, progress=progress)
+        result = train(config, runs_dir, device=device, progress=progress, threads=threads)
     except RunLockedError as err:
         return RunOutcome(name, run_dir, LOCKED, error=str(err))
     except Exception:
@@ -386,12 +408,31 @@ def run_one(
     return RunOutcome(name, run_dir, status, result.status, seconds=time.perf_counter() - started)
 
 
-def _already_final(run: SweepRun, runs_dir: Path) -> RunOutcome | None:
-    """The outcome of a run complete on disk, found without starting a worker for it."""
+def _already_final(
+    run: SweepRun,
+    runs_dir: Path,
+    retrain_broken: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunOutcome | None:
+    """The outcome of a run complete on disk, found without starting a worker for it.
+
+    A complete run with a broken record is failed, naming the file; with ``retrain_broken``
+    its directory is moved aside (`RunDir.set_aside`) and None says to train it afresh.
+    """
     run_dir = RunDir(runs_dir / run.name)
     if not run_dir.is_complete():
         return None
-    return RunOutcome(run.name, run_dir.path, SKIPPED, run_dir.read_summary()["status"])
+    try:
+        summary = run_dir.read_final(run.config.config_hash())
+    except RunRecordError as err:
+        if not retrain_broken:
+            return RunOutcome(run.name, run_dir.path, FAILED, error=f"{err}\n{BROKEN_HINT}")
+        with contextlib.suppress(RunLockedError):  # another sweep is setting it aside too
+            aside = run_dir.set_aside()
+            if aside is not None and log is not None:
+                log(f"broken record, moved aside to {aside.name} to train afresh: {err}")
+        return None  # to train: the trainer waits for, or reports, whoever holds it
+    return RunOutcome(run.name, run_dir.path, SKIPPED, summary["status"])
 
 
 def run_sweep(
@@ -404,19 +445,30 @@ def run_sweep(
     address: str | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    retrain_broken: bool = False,
 ) -> SweepReport:
     """Train every run of the sweep that is not final yet and report on all of them.
 
     ``executor``: ``sequential`` trains in this process; ``pool`` trains ``workers`` runs at a
     time in worker processes: one per visible GPU (``CUDA_VISIBLE_DEVICES`` set per process)
-    or, on CPU, ``workers`` processes (default: one per core) with cores / workers torch
-    threads each; ``ray`` submits each run as a Ray task with one GPU, or one CPU and one
-    thread, to the cluster at ``address`` (None: a local instance with ``workers`` CPUs). With
-    Ray, countlib must be installed on every node and ``runs_dir`` must be on a shared file
-    system.
+    or, on CPU, ``workers`` processes (default: one per core); ``ray`` submits each run as a
+    Ray task with one GPU, or one CPU, to the cluster at ``address`` (None: a local instance
+    with ``workers`` CPUs). With Ray, countlib must be installed on every node and ``runs_dir``
+    must be on a shared file system. Every executor trains at the thread policy's count
+    (`countlib.train.threads`): ``OMP_NUM_THREADS`` if set, else its runs' share of the cores.
+
+    A run that another process is training (its lock is held) is waited for once the others
+    are done: reported ``elsewhere`` if that process made it final, else trained here.
+
+    A complete run with a broken record (a truncated, emptied or missing summary.json, a
+    truncated config.json, another run's summary) is reported failed, naming the file, and the
+    others go on; ``retrain_broken`` moves such a run's directory aside to
+    ``<name>.broken-<time>`` (nothing is deleted) and trains it afresh.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     runs_dir = Path(runs_dir).resolve()
     unique = {r.name: r for r in (r if isinstance(r, SweepRun) else SweepRun(r) for r in runs)}
     ordered = list(unique.values())
@@ -430,19 +482,53 @@ def run_sweep(
 
     todo = []
     for run in ordered:
-        final = _already_final(run, runs_dir)
+        final = _already_final(run, runs_dir, retrain_broken, log)
         if final is None:
             todo.append(run)
         else:
             record(final)
-    if todo and executor == "sequential":
-        for run in todo:
-            record(run_one(run.config, runs_dir, device, progress))
-    elif todo and executor == "pool":
-        _run_pool(todo, runs_dir, device, workers, progress, record)
-    elif todo:
-        _run_ray(todo, runs_dir, device, workers, address, record)
+    locked: list[SweepRun] = []
+
+    def record_or_wait(outcome: RunOutcome) -> None:
+        if outcome.status == LOCKED:
+            locked.append(unique[outcome.name])
+        else:
+            record(outcome)
+
+    while todo:
+        if executor == "sequential":
+            for run in todo:
+                record_or_wait(run_one(run.config, runs_dir, device, progress))
+        elif executor == "pool":
+            _run_pool(todo, runs_dir, device, workers, progress, record_or_wait)
+        else:
+            _run_ray(todo, runs_dir, device, workers, address, record_or_wait)
+        todo = _wait_for_other_processes(locked, runs_dir, record, log)
+        locked.clear()
     return SweepReport([outcomes[run.name] for run in ordered])
+
+
+def _wait_for_other_processes(
+    locked: list[SweepRun],
+    runs_dir: Path,
+    record: Callable[[RunOutcome], None],
+    log: Callable[[str], None] | None,
+) -> list[SweepRun]:
+    """Wait until each locked run is released; record those its holder made final and return
+    the others (the holder died or gave up) to be trained again."""
+    again = []
+    for run in locked:
+        run_dir = RunDir(runs_dir / run.name)
+        if log is not None:
+            log(f"waiting for {run.name}: trained by {run_dir.lock_holder() or 'another process'}")
+        run_dir.wait_until_unlocked()
+        final = _already_final(run, runs_dir)
+        if final is None:
+            again.append(run)
+        else:
+            # a broken record stays failed, whoever wrote it
+            record(replace(final, status=ELSEWHERE) if final.status == SKIPPED else final)
+    return again
 
 
 # -- the pool executor: worker processes, replaced when a run kills one ---------------------
@@ -457,12 +543,6 @@ class _Slot:
     threads: int
 
 
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _visible_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
@@ -471,26 +551,69 @@ def _visible_gpus() -> list[str]:
 
 
 def _pool_slots(device: str, workers: int | None) -> list[_Slot]:
+    """One slot per worker (default: one per core, or per visible GPU); each trains at the
+    thread policy's count (`cpu_threads`), so that the workers share the cores instead of
+    oversubscribing them."""
     device = resolve_device(device)
+    threads = cpu_threads()
     if device == "cpu":
-        count = workers or _cores()
-        return [_Slot("cpu", None, max(1, _cores() // count))] * count
+        return [_Slot("cpu", None, threads)] * (workers or available_cores())
     gpus = _visible_gpus()
     if ":" in device:  # one named GPU: every worker shares it
         gpus = [gpus[int(device.split(":")[1])]]
     count = workers or len(gpus)
-    threads = max(1, _cores() // count)
     return [_Slot("cuda", gpus[index % len(gpus)], threads) for index in range(count)]
 
 
-def _pool_worker(connection: Connection, slot: _Slot, runs_dir: Path, progress: bool) -> None:
+def _pool_worker(
+    connection: Connection, slot: _Slot, runs_dir: Path, progress: bool, parent: int
+) -> None:
+    _die_with_parent(parent)
     # spawned, so CUDA is not initialised yet and still honours the variable
     if slot.visible_gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible_gpu
+    # OpenMP and MKL took the count from the environment (`thread_environment`); torch's own
+    # pools are sized here, before any work has started them
     torch.set_num_threads(slot.threads)
+    torch.set_num_interop_threads(slot.threads)
     while (config := connection.recv()) is not None:
-        connection.send(run_one(config, runs_dir, slot.device, progress))
+        connection.send(run_one(config, runs_dir, slot.device, progress, slot.threads))
     connection.close()
+
+
+#: prctl option: the signal the kernel sends this process when its parent exits (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the sweep process that started it dies, even by SIGKILL: an
+    orphan would go on training a run nobody waits for, holding its lock.
+
+    Linux delivers SIGKILL on the parent's exit (prctl); elsewhere a watchdog thread polls the
+    parent pid.
+    """
+    if not _parent_death_signal(signal.SIGKILL):
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """Ask the kernel for ``signum`` when the parent exits; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    # an orphan is re-parented, so its parent pid changes
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 class _Worker:
@@ -505,9 +628,10 @@ class _Worker:
         self.slot = slot
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_pool_worker, args=(child, slot, runs_dir, progress), daemon=True
+            target=_pool_worker, args=(child, slot, runs_dir, progress, os.getpid()), daemon=True
         )
-        self.process.start()
+        with thread_environment(slot.threads):
+            self.process.start()
         child.close()  # only the worker holds it now, so its death reads as EOF here
 
     def stop(self) -> None:
@@ -580,9 +704,8 @@ def _import_ray() -> Any:
 
 
 def _ray_task(config: RunConfig, runs_dir: Path, device: str) -> RunOutcome:
-    # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU; every task holds one CPU
-    torch.set_num_threads(1)
-    return run_one(config, runs_dir, device)
+    # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+    return run_one(config, runs_dir, device, threads=cpu_threads())
 
 
 def _run_ray(

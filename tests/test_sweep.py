@@ -1,6 +1,7 @@
 import os
 import random
 import sys
+import threading
 from collections import Counter
 
 import pytest
@@ -275,14 +276,30 @@ def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch, 
     assert "1 failed" in text and f"failed: {failure.run_dir}" in text
 
 
-def test_a_run_locked_by_another_sweep_is_reported(tmp_path, one_thread):
+def test_a_locked_run_is_waited_for_and_trained_if_its_holder_left_it(tmp_path, one_thread):
     runs = expand(TINY)[:2]
-    with RunDir(tmp_path / runs[0].name).lock():
-        report = run_sweep(runs, tmp_path, device="cpu")
-    assert [o.status for o in report.outcomes] == ["locked", "completed"]
-    assert not report.ok and "1 locked by another sweep" in report.format()
-    again = run_sweep(runs, tmp_path, device="cpu")  # lock released: now it trains
-    assert [o.status for o in again.outcomes] == ["completed", "skipped"]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another process's lock: a lock file of its own
+        with RunDir(tmp_path / runs[0].name).lock():
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    lines = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("waiting for"):
+            release.set()  # the holder gives up without finishing the run
+
+    report = run_sweep(runs, tmp_path, device="cpu", log=log)
+    holder.join()
+    assert f"waiting for {runs[0].name}: trained by pid {os.getpid()}" in lines[1]
+    assert [o.status for o in report.outcomes] == ["completed", "completed"]
+    assert report.ok
 
 
 def test_the_pool_executor_trains_in_worker_processes(tmp_path):
@@ -316,15 +333,17 @@ class _ExitOnUnpickle:
         return (os._exit, (3,))
 
 
-def test_pool_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
+def test_pool_workers_get_one_gpu_each_or_a_core_each(monkeypatch):
     monkeypatch.setattr(countlib.sweep, "resolve_device", lambda device: device)
-    monkeypatch.setattr(countlib.sweep, "_cores", lambda: 8)
+    monkeypatch.setattr(countlib.sweep, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # else every slot takes its count
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     gpu_slots = countlib.sweep._pool_slots("cuda", None)
     assert [(s.device, s.visible_gpu) for s in gpu_slots] == [("cuda", "3"), ("cuda", "5")]
     assert [s.visible_gpu for s in countlib.sweep._pool_slots("cuda:1", 2)] == ["5", "5"]
     cpu_slots = countlib.sweep._pool_slots("cpu", 2)
-    assert [(s.device, s.visible_gpu, s.threads) for s in cpu_slots] == [("cpu", None, 4)] * 2
+    assert [(s.device, s.visible_gpu, s.threads) for s in cpu_slots] == [("cpu", None, 1)] * 2
+    assert len(countlib.sweep._pool_slots("cpu", None)) == 8  # a worker per core
 
 
 def test_unknown_executor_is_an_error(tmp_path):

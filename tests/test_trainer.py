@@ -166,7 +166,12 @@ def test_sigkill_and_resume_gives_identical_metrics(tmp_path):
 
     resumed = subprocess.run(_cli_train(killed_dir, steps), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    for name in ("eval.csv", "per_position.csv"):
+    assert_same_numbers(run, ref_run)
+
+
+def assert_same_numbers(run: Path, ref_run: Path) -> None:
+    """Every metric, tally and loss of ``run`` is exactly ``ref_run``'s (wall times aside)."""
+    for name in ("eval.csv", "per_position.csv", "per_count.csv", "per_length.csv"):
         assert (run / name).read_text() == (ref_run / name).read_text(), name
     assert _losses(run) == _losses(ref_run)
     ref_summary = json.loads((ref_run / "summary.json").read_text())

@@ -19,6 +19,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -29,19 +30,32 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s directory for an atomic write of ``path``.
+
+    Its name (``.<name>.<random>.tmp``) is what `RunDir.remove_stale_temp_files` looks for: a
+    writer killed between creating it and renaming it leaves it behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            # a failed write (a full disk) names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -65,6 +79,56 @@ class RunLockedError(RuntimeError):
     """The run is being trained by another process right now."""
 
 
+class RunRecordError(ValueError):
+    """A run record that cannot be read or does not belong to its run; the message names the
+    file and says what is wrong with it."""
+
+
+#: The keys a reader of each record relies on (dotted: nested); one missing makes it broken.
+CONFIG_KEYS = (
+    "task",
+    "model",
+    "seed",
+    "position_scheme",
+    "model_options",
+    "optim.lr",
+    "optim.steps",
+)
+SUMMARY_KEYS = ("status", "config_hash", "steps", "wall_time_s", "parameters", "state_size")
+ENVIRONMENT_KEYS = ("config_hash",)
+#: The statuses a final run records in summary.json and COMPLETE.
+FINAL_STATUSES = ("complete", "diverged")
+#: A run directory moved aside by ``countlib sweep --retrain-broken``: ``<name>.broken-<time>``.
+SET_ASIDE_MARK = ".broken-"
+
+
+def read_record(path: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """A JSON record that holds an object with every one of ``keys``; else RunRecordError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunRecordError(f"{path} is missing") from None
+    except OSError as err:
+        raise RunRecordError(f"{path} cannot be read: {err}") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError: truncated or garbled
+        raise RunRecordError(f"{path} is not valid JSON (truncated or corrupt): {err}") from None
+    if not isinstance(data, dict):
+        raise RunRecordError(f"{path} does not hold a JSON object")
+    missing = [key for key in keys if not _has_key(data, key)]
+    if missing:
+        raise RunRecordError(f"{path} lacks {', '.join(missing)}")
+    return data
+
+
+def _has_key(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -81,23 +145,53 @@ class RunDir:
     best_val = property(lambda self: self.path / "best_val.safetensors")
     best_ood = property(lambda self: self.path / "best_ood.safetensors")
     complete_marker = property(lambda self: self.path / "COMPLETE")
+    #: Locked by the process training the run, and naming it ("pid <pid> on <host>").
+    lock_file = property(lambda self: self.path / ".lock")
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive right to train this run; raises RunLockedError if another process has it.
+        """Exclusive right to train this run; raises RunLockedError, naming the holder, if
+        another process has it.
 
-        An OS file lock, so it disappears with its process: a killed run never stays locked.
+        An OS file lock, so it disappears with its process: a killed run never stays locked, and
+        the name a dead holder left in the lock file does not count.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as handle:
+        # "a+", not "w": opening must not erase the holder's name before we hold the lock
+        with open(self.lock_file, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RunLockedError(f"{self.path} is being trained by another process") from None
+                holder = self.lock_holder()
+                named = f" ({holder})" if holder else ""
+                raise RunLockedError(
+                    f"{self.path} is being trained by another process{named}"
+                ) from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {platform.node()}\n")
+            handle.flush()
             try:
                 yield
             finally:
+                handle.truncate(0)  # released: name no holder
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def lock_holder(self) -> str | None:
+        """The name in the lock file ("pid <pid> on <host>"), None if it names nobody.
+
+        Only meaningful while the lock is held: a holder that released it cleared the name, but
+        one killed left it behind (probing the lock instead could make a trainer starting at
+        that moment fail to take it).
+        """
+        try:
+            return self.lock_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def wait_until_unlocked(self) -> None:
+        """Block until no process holds the lock; at once if none does."""
+        with contextlib.suppress(FileNotFoundError), open(self.lock_file) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
 
     def tally(self, kind: str) -> Path:
         """The CSV of one of `TALLIES`."""
@@ -106,13 +200,77 @@ class RunDir:
         return self.path / f"per_{kind}.csv"
 
     def is_complete(self) -> bool:
+        """COMPLETE is present: the run is final. Its records may still be broken (a truncated
+        or hand-edited file); `read_final` checks them before anything trusts the run."""
         return self.complete_marker.exists()
 
+    def read_config(self) -> dict[str, Any]:
+        return read_record(self.config, CONFIG_KEYS)
+
+    def read_environment(self) -> dict[str, Any]:
+        return read_record(self.environment, ENVIRONMENT_KEYS)
+
     def read_summary(self) -> dict[str, Any]:
-        return json.loads(self.summary.read_text())
+        summary = read_record(self.summary, SUMMARY_KEYS)
+        if summary["status"] not in FINAL_STATUSES:
+            raise RunRecordError(f"{self.summary} has unknown status {summary['status']!r}")
+        return summary
+
+    def read_final(self, config_hash: str | None = None) -> dict[str, Any]:
+        """The summary of a complete run whose config and summary can be read and, given
+        ``config_hash``, are that run's; else RunRecordError naming the broken file."""
+        self.read_config()
+        summary = self.read_summary()
+        if config_hash is not None and summary["config_hash"] != config_hash:
+            raise RunRecordError(
+                f"{self.summary} records run {summary['config_hash']}, not this run ({config_hash})"
+            )
+        return summary
 
     def mark_complete(self, status: str) -> None:
         atomic_write_text(self.complete_marker, status + "\n")
+
+    def set_aside(self) -> Path | None:
+        """Rename the complete run's directory to ``<name>.broken-<time>`` and return the new
+        path: a broken run trains afresh in its place and nothing of the old one is deleted.
+
+        Under the run's lock (RunLockedError if another process has it), so that no trainer is
+        writing into it; None, renaming nothing, if by then it is no longer complete (another
+        process set it aside first).
+        """
+        target = self.path.with_name(
+            f"{self.path.name}{SET_ASIDE_MARK}{datetime.now():%Y%m%dT%H%M%S.%f}"
+        )
+        with self.lock():
+            if not self.is_complete():
+                return None
+            self.path.rename(target)
+        return target
+
+    def trainer_records(self) -> list[Path]:
+        """The files only the trainer writes, and only while it holds the run's lock."""
+        tallies = [self.tally(kind) for kind in TALLIES]
+        return [
+            self.config,
+            self.environment,
+            self.train_log,
+            self.eval_log,
+            *tallies,
+            self.summary,
+            self.last,
+            self.best_val,
+            self.best_ood,
+            self.complete_marker,
+        ]
+
+    def remove_stale_temp_files(self) -> None:
+        """Delete what atomic writes of `trainer_records` left behind when a kill came between
+        creating the temporary file and renaming it. Call it only while holding the lock: then
+        no live writer owns one. Other files' temporaries (the table of a ``countlib eval``
+        running right now) are left alone."""
+        for record in self.trainer_records():
+            for stale in self.path.glob(f".{record.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
 
 def environment_record(device: str, precision: str, backends: dict[str, str]) -> dict[str, Any]:
@@ -135,6 +293,7 @@ def environment_record(device: str, precision: str, backends: dict[str, str]) ->
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
         "precision": precision,
         "backends": backends,
     }

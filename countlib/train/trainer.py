@@ -11,7 +11,11 @@ import json
 import math
 import random
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm import tqdm  # tqdm.auto warns in notebooks without ipywidgets
 
+import countlib
 from countlib.batches import Collator
 from countlib.config import RunConfig
 from countlib.metrics import EvalResult
@@ -35,12 +40,18 @@ from countlib.train.records import (
     atomic_write_json,
     environment_record,
 )
+from countlib.train.threads import ThreadCountChangedError, cpu_threads
 
 BEST_CHECKPOINT_NOTE = (
     "best_ood selects the checkpoint on the OOD test split itself, as the paper's protocol does; "
     "best_val selects on the in-distribution validation split. Only trained evaluations "
     "(step > 0) are candidates, and a tie goes to the later step."
 )
+
+#: A log interval whose mean training loss exceeds this many times log(vocabulary size), the
+#: loss of a uniform prediction, has diverged: training starts near that loss and only lowers
+#: it, so ten times it is an exploded run, not a slow one.
+DIVERGENCE_FACTOR = 10.0
 
 
 @dataclass
@@ -51,11 +62,18 @@ class TrainResult:
     skipped: bool = False
 
 
+class DeviceUnavailableError(ValueError):
+    """The requested device does not exist on this machine: a bad argument here, which the
+    command line reports as such."""
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available here")
+        raise DeviceUnavailableError(
+            f"device {device!r} requested but CUDA is not available here; use --device cpu or auto"
+        )
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; choose cpu, cuda or auto")
     return device
@@ -66,6 +84,12 @@ def resolve_precision(precision: str, device: str, model: str) -> str:
     fp32 on CPU, where half-precision autocast is slow."""
     if precision == "auto":
         precision = get_family(model).gpu_precision if device.startswith("cuda") else "fp32"
+    if precision == "fp16" and device == "cpu":
+        # accelerate has no fp16 autocast on CPU and would train fp32 under an fp16 record
+        raise ValueError(
+            "precision 'fp16' needs a CUDA device: on CPU it would silently train in fp32; "
+            "use fp32, bf16 or auto on CPU"
+        )
     return {"fp32": "no"}.get(precision, precision)
 
 
@@ -77,6 +101,15 @@ def task_for(config: RunConfig) -> Task:
 
 
 class Trainer:
+    """Trains one run to its final status, ``complete`` or ``diverged``.
+
+    Divergence: at every log interval (``log_every`` steps, and at each evaluation) the run
+    stops as ``diverged`` when the interval's mean training loss is non-finite or exceeds
+    `DIVERGENCE_FACTOR` (10) x log(vocabulary size), the loss of a uniform prediction; and at
+    once when a step overflows float range (AdamW's step lr / (1 - beta1) at lr 1e38). The
+    summary's ``reason`` says which, at what step. A diverged run is final, never retried.
+    """
+
     def __init__(
         self,
         config: RunConfig,
@@ -85,11 +118,19 @@ class Trainer:
         device: str = "auto",
         progress: bool = True,
         log_every: int = 50,
+        threads: int | None = None,
+        allow_thread_change: bool = False,
     ) -> None:
+        """``threads``: torch threads while training, None for the policy's count for one run
+        (`countlib.train.threads`); executors pass their workers' share. ``allow_thread_change``
+        resumes a CPU run at another thread count than it was trained at, with a warning,
+        instead of refusing."""
         self.config = config.resolve()
         self.hash = config.config_hash()
         self.run = RunDir(Path(runs_dir) / self.config.run_name())
         self.device = resolve_device(device)
+        self.threads = cpu_threads() if threads is None else threads
+        self.allow_thread_change = allow_thread_change
         self.progress = progress
         self.log_every = log_every
         self.task = task_for(self.config)
@@ -138,6 +179,9 @@ class Trainer:
         self.tally_rows: dict[str, list[list[Any]]] = {kind: [] for kind in TALLIES}
         self.best: dict[str, dict[str, Any]] = {}
         self.elapsed = 0.0
+        #: One entry per (re)start of training: the step it began at and its threads, device
+        #: and versions (what exact resume depends on).
+        self.segments: list[dict[str, Any]] = []
 
     def _state(self) -> dict[str, Any]:
         scaler = self.accelerator.scaler
@@ -157,6 +201,7 @@ class Trainer:
                     "tallies": self.tally_rows,
                     "best": self.best,
                     "elapsed": self.elapsed,
+                    "segments": self.segments,
                 }
             ),
         }
@@ -178,24 +223,65 @@ class Trainer:
         self.tally_rows = history["tallies"]
         self.best = history["best"]
         self.elapsed = history["elapsed"]
+        # checkpoints written before segments were recorded have none
+        self.segments = history.get("segments", [])
         self.step = state["step"]
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run_training(self) -> TrainResult:
         if self.run.is_complete():
-            summary = self.run.read_summary()
+            # a broken record (truncated, emptied, another run's) raises, naming the file
+            summary = self.run.read_final(self.hash)
             return TrainResult(self.run, summary["status"], summary, skipped=True)
-        with self.run.lock():
+        with self.run.lock(), _torch_threads(self.threads):
             if self.run.is_complete():  # another process finished it while we waited
                 return self.run_training()
+            # what a writer killed mid-write left behind; nobody else writes them while we lock
+            self.run.remove_stale_temp_files()
             self._build()
-            self._write_static_records()
-            if self.run.last.exists():
+            resuming = self.run.last.exists()
+            if resuming:
                 self._restore(load_state(self.run.last, self.hash))
-            else:
+            self._start_segment()
+            self._write_static_records()
+            if not resuming:
                 self._evaluate_and_checkpoint()
             return self._loop()
+
+    def _start_segment(self) -> None:
+        """Record this (re)start; refuse to resume a CPU run at another thread count than the
+        segment before, which would end with other numbers than an uninterrupted run."""
+        segment = {
+            "started_at_step": self.step,
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": self.device,
+            "torch_threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "torch": torch.__version__,
+            "countlib": countlib.__version__,
+        }
+        if self.segments:
+            self._check_thread_count(self.segments[-1], segment)
+        self.segments.append(segment)
+
+    def _check_thread_count(self, previous: dict[str, Any], segment: dict[str, Any]) -> None:
+        # GPU kernels do not depend on the CPU thread count; CPU reductions do
+        was, now = previous["torch_threads"], segment["torch_threads"]
+        if previous["device"] != "cpu" or self.device != "cpu" or was == now:
+            return
+        change = (
+            f"{self.run.path} was trained at {was} torch threads until step {self.step}; "
+            f"resuming at {now} would end with other numbers than an uninterrupted run"
+        )
+        if not self.allow_thread_change:
+            raise ThreadCountChangedError(
+                f"{change}. Resume exactly with OMP_NUM_THREADS={was}, or resume anyway with "
+                "allow_thread_change (countlib train --allow-thread-change)"
+            )
+        warnings.warn(
+            f"{change}; resuming anyway (allow_thread_change)", RuntimeWarning, stacklevel=3
+        )
 
     def _loop(self) -> TrainResult:
         cfg = self.config
@@ -208,7 +294,13 @@ class Trainer:
         started = time.perf_counter() - self.elapsed
         self.model.train()
         while self.step < total:
-            loss_sum += self._train_step()
+            try:
+                loss_sum += self._train_step()
+            except (RuntimeError, OverflowError) as err:
+                if not _is_overflow(err):
+                    raise
+                reason = f"float overflow in step {self.step + 1}: {err}"
+                return self._stop_diverged(bar, started, reason)
             since_log += 1
             self.step += 1
             bar.update(1)
@@ -220,10 +312,9 @@ class Trainer:
                 self.train_rows.append([self.step, mean_loss, lr, elapsed])
                 loss_sum.zero_()
                 since_log = 0
-                if not math.isfinite(mean_loss):
-                    self.elapsed = time.perf_counter() - started
-                    bar.close()
-                    return self._finish("diverged", f"non-finite loss at step {self.step}")
+                reason = self._divergence(mean_loss)
+                if reason is not None:
+                    return self._stop_diverged(bar, started, reason)
                 bar.set_postfix(self._postfix(mean_loss))
             if at_eval:
                 self.elapsed = time.perf_counter() - started
@@ -231,6 +322,24 @@ class Trainer:
                 bar.set_postfix(self._postfix(self.train_rows[-1][1]))
         bar.close()
         return self._finish("complete")
+
+    def _divergence(self, mean_loss: float) -> str | None:
+        """Why the log interval ending now has diverged (the class docstring's rule), or None."""
+        if not math.isfinite(mean_loss):
+            return f"non-finite loss at step {self.step}"
+        vocab = len(self.task.vocab)
+        ceiling = DIVERGENCE_FACTOR * math.log(vocab)
+        if mean_loss > ceiling:
+            return (
+                f"loss {mean_loss:.4g} at step {self.step} exceeds {DIVERGENCE_FACTOR:g} x "
+                f"log(vocabulary size {vocab}) = {ceiling:.3g}"
+            )
+        return None
+
+    def _stop_diverged(self, bar: tqdm, started: float, reason: str) -> TrainResult:
+        self.elapsed = time.perf_counter() - started
+        bar.close()
+        return self._finish("diverged", reason)
 
     def _train_step(self) -> torch.Tensor:
         examples = self.task.sample_batch(self.data_rng, self.config.optim.batch_size)
@@ -336,7 +445,8 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         backends = model.backends() if hasattr(model, "backends") else {}
         env = environment_record(self.device, self.accelerator.mixed_precision, backends) | {
-            "config_hash": self.hash
+            "config_hash": self.hash,
+            "segments": self.segments,
         }
         atomic_write_json(self.run.environment, env)
 
@@ -380,6 +490,24 @@ class Trainer:
             atomic_write_json(self.run.summary, summary)
             self.run.mark_complete(status)
         return TrainResult(self.run, status, summary)
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """``threads`` intra-op threads while a run trains, the caller's count restored afterwards:
+    the sequential executor trains in its caller's process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _is_overflow(err: Exception) -> bool:
+    """A step that left float range: torch reports it as a RuntimeError that says so ("value
+    cannot be converted to type float without overflow"); any other error is a bug to raise."""
+    return isinstance(err, OverflowError) or "without overflow" in str(err)
 
 
 def train(config: RunConfig, runs_dir: str | Path = "runs", **kwargs: Any) -> TrainResult:
