@@ -4,7 +4,7 @@ Rule (fixed before the sweep ran): within a group of runs that differ only in ``
 candidates whose best validation (IND) accuracy reaches 95 %, and of those the lowest lr; if none
 reaches it, the one with the highest IND. OOD numbers are never read.
 
-    python experiments/select.py runs/selection > experiments/smoke_selection.md
+    python experiments/choose_lr.py runs/selection > experiments/smoke_selection.md
 """
 
 from __future__ import annotations
