@@ -54,7 +54,7 @@ A1's tasks 3-8), plus every appendix table's configurations (A4's BOS tasks, A5 
 first-token probes at d = 32 and 4, A7's Selective with BOS, A8's train/OOD ratios with a 4-layer
 RoPE model): 1 layer (A8: 4), width 32, 300 steps at lr 1e-3 without warmup, one seed, evaluation
 at the start and the end; 93 runs. `countlib book --profile smoke` trains them two at a time in
-worker processes and builds the book: 10.5-11.5 minutes on a fresh clone on a 2-core CPU. It checks
+worker processes and builds the book: 5.0-5.5 minutes on a fresh clone on a 2-core CPU. It checks
 that every piece runs end to end and fills every table layout; it does not train the models to the
 paper's accuracy.
 """
