@@ -218,7 +218,8 @@ def show_figure(fig) -> None:
 
 
 BY_POSITION_TEXT = (
-    "One panel per task, a line per configuration (mean over seeds), at the checkpoint of the "
+    "One panel per task, a line per configuration (mean over seeds; each seed faint behind it), "
+    "at the checkpoint of the "
     "table above. Positions right of the dashed line are longer than any training sequence."
 )
 BY_LENGTH_TEXT = (
@@ -301,7 +302,8 @@ def plot_accuracy_by(
     col_wrap: int = 2,
 ):
     """OOD accuracy per position (or per sequence length), one panel per ``facet`` value and a
-    line per configuration (mean over seeds), at the checkpoint ``rule`` picks; a dashed line
+    line per configuration (mean over seeds, each seed faint behind it where there are several),
+    at the checkpoint ``rule`` picks; a dashed line
     marks each panel's longest training sequence. Returns the figure, or None when no run has
     such data."""
     import matplotlib.pyplot as plt
@@ -319,6 +321,11 @@ def plot_accuracy_by(
     for ax, panel in zip(axes.flat, panels, strict=False):
         data = table[table[facet] == panel]
         sns.lineplot(data=data, x=kind, y="accuracy", hue=hue, ax=ax, errorbar=None, marker=".")
+        if data.groupby(hue)["seed"].nunique().max() > 1:  # each seed faint behind the mean
+            sns.lineplot(
+                data=data, x=kind, y="accuracy", hue=hue, units="seed", estimator=None, ax=ax,
+                alpha=0.25, linewidth=0.8, legend=False,
+            )  # fmt: skip
         edges = {get_task(task).max_train_length for task in data["task"].unique()}
         for edge in edges:
             ax.axvline(edge - 0.5, color="k", linestyle="--", linewidth=1)

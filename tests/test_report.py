@@ -46,3 +46,17 @@ def test_incomplete_runs_have_no_curves(tmp_path):
     fake_run(tmp_path, "a", 1, best_ood=(1.0, 0.9), best_val=(1.0, 0.5), status="incomplete")
     assert report.tally_at(load_runs(tmp_path)).empty
     assert report.plot_accuracy_by(load_runs(tmp_path)) is None
+
+
+def test_curves_show_each_seed_behind_the_mean(tmp_path):
+    for name, seed, correct in (("a", 1, 2), ("b", 2, 8)):
+        fake_run(tmp_path, name, seed, best_ood=(1.0, 0.9), best_val=(1.0, 0.5))
+        rows = [
+            {"step": 80, "split": "ood", "position": pos, "correct": correct, "total": 10}
+            for pos in (50, 60, 70)
+        ]
+        pd.DataFrame(rows).to_csv(RunDir(tmp_path / name).per_position, index=False)
+    fig = report.plot_accuracy_by(load_runs(tmp_path), "position")
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    curves = [line.get_ydata() for line in ax.lines if len(line.get_xdata()) == 3]
+    assert sorted(list(c) for c in curves) == [[0.2] * 3, [0.5] * 3, [0.8] * 3]  # seeds, mean
