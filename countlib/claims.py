@@ -110,22 +110,25 @@ class Condition:
         return Outcome(HOLDS if met else FAILS, (f"{reads} (IND <= {_pct(self.threshold)}?)",))
 
 
-def combine_all(outcomes: Iterable[Outcome]) -> Outcome:
-    """All conditions: contradicted by any, undecided if any cannot speak, else holds."""
+def _combine(outcomes: Iterable[Outcome], decisive: str, otherwise: str) -> Outcome:
+    """``decisive`` if any outcome is, else undecided if any is, else ``otherwise``."""
     outcomes = list(outcomes)
     evidence = tuple(line for o in outcomes for line in o.evidence)
     verdicts = {o.verdict for o in outcomes}
-    verdict = FAILS if FAILS in verdicts else UNDECIDED if UNDECIDED in verdicts else HOLDS
+    verdict = (
+        decisive if decisive in verdicts else UNDECIDED if UNDECIDED in verdicts else otherwise
+    )
     return Outcome(verdict, evidence)
+
+
+def combine_all(outcomes: Iterable[Outcome]) -> Outcome:
+    """All conditions: contradicted by any, undecided if any cannot speak, else holds."""
+    return _combine(outcomes, FAILS, HOLDS)
 
 
 def combine_any(outcomes: Iterable[Outcome]) -> Outcome:
     """At least one condition: met by any, undecided if any cannot speak, else contradicted."""
-    outcomes = list(outcomes)
-    evidence = tuple(line for o in outcomes for line in o.evidence)
-    verdicts = {o.verdict for o in outcomes}
-    verdict = HOLDS if HOLDS in verdicts else UNDECIDED if UNDECIDED in verdicts else FAILS
-    return Outcome(verdict, evidence)
+    return _combine(outcomes, HOLDS, FAILS)
 
 
 @dataclass(frozen=True)
