@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from countlib.report import FIT_IND, SUCCESS_OOD
+from countlib.report import FIT_IND, SUCCESS_OOD, percent
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
 
@@ -40,10 +40,6 @@ class Outcome:
     verdict: str
     #: One line per cell: what it reads and why it counts the way it does.
     evidence: tuple[str, ...] = ()
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
 
 
 def _read(cells: Cells, ref: CellRef) -> Mapping[str, Any] | None:
@@ -85,29 +81,31 @@ class Condition:
         if found is None:
             return Outcome(UNDECIDED, (f"{where}: missing",))
         ind, ood = found["ind"], found["ood"]
-        reads = f"{where}: {_pct(ind)} / {_pct(ood)}"
+        reads = f"{where}: {percent(ind)} / {percent(ood)}"
         if self.kind == "fits":
             # not fitting within a budget refutes nothing: a longer one may fit
             met = ind >= self.threshold
-            note = f"{reads} (IND >= {_pct(self.threshold)}?)"
+            note = f"{reads} (IND >= {percent(self.threshold)}?)"
             return Outcome(HOLDS if met else UNDECIDED, (note,))
         if self.kind == "fails_to_fit":
             return self._judge_fails_to_fit(cells, reads, ind)
         if ind < FIT_IND:
-            return Outcome(UNDECIDED, (f"{reads}: did not fit (IND < {_pct(FIT_IND)})",))
+            return Outcome(UNDECIDED, (f"{reads}: did not fit (IND < {percent(FIT_IND)})",))
         met = ood >= self.threshold if self.kind == "generalises" else ood <= self.threshold
         sign = ">=" if self.kind == "generalises" else "<="
-        return Outcome(HOLDS if met else FAILS, (f"{reads} (OOD {sign} {_pct(self.threshold)}?)",))
+        return Outcome(
+            HOLDS if met else FAILS, (f"{reads} (OOD {sign} {percent(self.threshold)}?)",)
+        )
 
     def _judge_fails_to_fit(self, cells: Cells, reads: str, ind: float) -> Outcome:
         assert self.control is not None
         control = _read(cells, self.control)
         if control is None or control["ind"] < FIT_IND:
-            why = "missing" if control is None else f"IND {_pct(control['ind'])}"
+            why = "missing" if control is None else f"IND {percent(control['ind'])}"
             note = f"{reads}: control {_where(self.control)} does not fit ({why})"
             return Outcome(UNDECIDED, (note,))
         met = ind <= self.threshold
-        return Outcome(HOLDS if met else FAILS, (f"{reads} (IND <= {_pct(self.threshold)}?)",))
+        return Outcome(HOLDS if met else FAILS, (f"{reads} (IND <= {percent(self.threshold)}?)",))
 
 
 def _combine(outcomes: Iterable[Outcome], decisive: str, otherwise: str) -> Outcome:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 SUCCESS_OOD = 0.95  # our threshold for "counts inductively"; the paper gives none
 #: Best IND at or above which a run fits its training data; below, it says nothing about OOD.
 FIT_IND = 0.95
+#: The shading of a result that reaches `SUCCESS_OOD` (inline: notebook outputs keep no CSS).
+SUCCESS_STYLE = 'style="background-color:#c8e6c9"'
 #: Run-table columns that tell configurations apart, in the order a label names them.
 CONFIG_COLUMNS = ("model", "pe", "layers", "hidden", "heads", "causal", "head_size", "lr")
 
@@ -57,27 +59,22 @@ def run_all(
     runs: Sequence[SweepRun],
     runs_dir: str | Path,
     *,
-    train: bool = True,
     device: str = "cpu",
     executor: str = "sequential",
     workers: int | None = None,
-) -> list[Path]:
-    """Train what is missing (complete runs are reused); returns every run directory.
+) -> None:
+    """Train what is missing (complete runs are reused).
 
     A failed run is an error here, unlike in a sweep: a page must not quietly show fewer runs
-    than it planned. With ``train=False`` nothing trains: the directories that exist are
-    returned, complete or not (the book trains first, then only reads).
+    than it planned.
     """
     from countlib.sweep import run_sweep
 
-    if not train:
-        return [path for run in runs if (path := Path(runs_dir) / run.name).exists()]
     outcome = run_sweep(
         runs, runs_dir, executor=executor, device=device, workers=workers, log=print
     )
     if not outcome.ok:
         raise RuntimeError(outcome.format())
-    return [result.run_dir for result in outcome.outcomes]
 
 
 def own_grid(
@@ -118,11 +115,12 @@ def family_runs(
     of these families, nothing trains; on its own, the runs of a profile, a grid or the
     notebook's ``default`` grid, trained first unless ``train`` is False."""
     if manifest is not None:
-        return RunManifest.load(manifest).subset(families=families).load(runs_dir)
+        return page_runs(runs_dir, manifest=manifest, families=families)
     from countlib.book import manifest_for
 
     planned = notebook_runs(families, profile=profile, grid=grid, default=default)
-    run_all(planned, runs_dir, train=train, device=device, executor=executor, workers=workers)
+    if train:
+        run_all(planned, runs_dir, device=device, executor=executor, workers=workers)
     scale = "this notebook's grid" if not (profile or grid) else profile or "a given grid"
     spec = None if profile else grid or default
     own = manifest_for(planned, scale=scale, profile=profile, grid=spec)
@@ -135,9 +133,11 @@ def page_runs(
     manifest: str | Path | None = None,
     profile: str | None = None,
     table: str | None = None,
+    families: Sequence[str] | None = None,
 ) -> RunTable:
     """The runs a book page reads: the manifest's (as `countlib book` wrote it) or, on its own,
-    a profile's, optionally only those of one table (by its ``runs_of`` key)."""
+    a profile's, optionally only those of one table (by its ``runs_of`` key) or of some model
+    families."""
     if manifest is not None:
         chosen = RunManifest.load(manifest)
     elif profile is not None:
@@ -147,7 +147,7 @@ def page_runs(
         chosen = manifest_for(get_profile(profile), scale=profile, profile=profile)
     else:
         raise ValueError("a page needs the manifest of a book or a profile to read runs of")
-    return chosen.subset(tables=table).load(runs_dir)
+    return chosen.subset(tables=table, families=families).load(runs_dir)
 
 
 def show_runs(table: RunTable, *, rule: str = "best_ood", headline: str | None = None) -> None:
@@ -181,13 +181,13 @@ def readable_summary(summary: pd.DataFrame) -> str:
     body = []
     for index, row in summary.iterrows():
         ok = row["success"]
-        style = ' class="cl-success" style="background-color:#c8e6c9"' if ok else ""
+        style = f' class="cl-success" {SUCCESS_STYLE}' if ok else ""
         cells = [
             html.escape(str(row["task"])),
             html.escape(labels[index]),
             str(int(row["seeds"])),
-            f"{_percent(row['best_ind'])} / {_percent(row['best_ood'])}",
-            f"{_percent(row['median_ind'])} / {_percent(row['median_ood'])}",
+            f"{percent(row['best_ind'])} / {percent(row['best_ood'])}",
+            f"{percent(row['median_ind'])} / {percent(row['median_ood'])}",
         ]
         tds = "".join(f"<td>{c}</td>" for c in cells[:3])
         tds += f"<td{style}>{cells[3]}</td><td>{cells[4]}</td>"
@@ -195,15 +195,16 @@ def readable_summary(summary: pd.DataFrame) -> str:
     return f'<table class="countlib-summary">{head}{"".join(body)}</table>'
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
+    """An accuracy (a fraction) in percent with one decimal, as every page shows it."""
     return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
 
 
-def in_percent(frame: pd.DataFrame):
+def inpercent(frame: pd.DataFrame):
     """The accuracy columns (``*_ind``, ``*_ood``) shown in percent, without the index."""
     columns = [c for c in frame.columns if str(c).endswith(("_ind", "_ood"))]
-    percent = frame.style.format(lambda value: f"{100 * value:.1f} %", subset=columns, na_rep="n/a")
-    return percent.hide(axis="index")
+    styled = frame.style.format(lambda value: f"{percent(value)} %", subset=columns, na_rep="n/a")
+    return styled.hide(axis="index")
 
 
 def show_figure(fig) -> None:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from countlib.paper import PAPER_TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
-from countlib.report import FIT_IND, SUCCESS_OOD, config_labels
+from countlib.report import FIT_IND, SUCCESS_OOD, SUCCESS_STYLE, config_labels, percent
 from countlib.results import aggregate
 
 __all__ = ["PAPER_TABLES", "PaperTable", "agreement", "get_table", "table_frame", "table_runs"]
@@ -90,10 +90,6 @@ def table_frame(runs: pd.DataFrame, spec: PaperTable, rule: str = "best_ood") ->
     return pd.DataFrame(data, index=[label for label, _ in spec.rows])
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
-
-
 def in_paper_range(c: dict, paper: tuple[float, float] | None) -> bool | None:
     """Whether the paper's OOD lies in the cell's seed range ± `PAPER_TOLERANCE`; None when
     the paper has no such cell or countlib has no OOD for it."""
@@ -108,12 +104,13 @@ def _paper_html(c: dict, paper: tuple[float, float] | None) -> str:
     """The second line of a cell: the paper's IND / OOD and whether it is in range."""
     if paper is None:
         return '<small class="cl-paper">not in the paper</small>'
-    text = f"paper {_fmt(paper[0])} / {_fmt(paper[1])}"
+    text = f"paper {percent(paper[0])} / {percent(paper[1])}"
     verdict = in_paper_range(c, paper)
     if verdict is None:
         return f'<small class="cl-paper">{text}</small>'
-    seeds = f"{_fmt(c['ood_min'])}-{_fmt(c['ood_max'])}"
-    title = f"paper OOD {_fmt(paper[1])}; countlib's seeds {seeds} ± {_fmt(PAPER_TOLERANCE)} points"
+    seeds = f"{percent(c['ood_min'])}-{percent(c['ood_max'])}"
+    margin = percent(PAPER_TOLERANCE)
+    title = f"paper OOD {percent(paper[1])}; countlib's seeds {seeds} ± {margin} points"
     word, cls = ("in range", "cl-paper-in") if verdict else ("out of range", "cl-paper-out")
     return f'<small class="cl-paper {cls}" title="{title}">{text}, {word}</small>'
 
@@ -123,9 +120,9 @@ def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str
         return f'<td class="cl-missing">missing<br>{_paper_html(c, paper)}</td>'
     ok = not pd.isna(c["ood"]) and c["ood"] >= SUCCESS_OOD
     runs = html.escape(", ".join(c["runs"]))
-    text = f"{_fmt(c['ind'])} / {_fmt(c['ood'])}"
+    text = f"{percent(c['ind'])} / {percent(c['ood'])}"
     link = f'<a href="{run_link}{html.escape(c["best_run"])}" title="{runs}">{text}</a>'
-    style = ' style="background-color:#c8e6c9"' if ok else ""
+    style = f" {SUCCESS_STYLE}" if ok else ""
     cls = "cl-success" if ok else "cl-fail"
     seeds = f"<small>{c['seeds']} seed(s)</small>"
     if c.get("unfit"):
@@ -154,7 +151,7 @@ def agreement(frame: pd.DataFrame, spec: PaperTable) -> dict[str, int]:
 def _agreement_html(counts: dict[str, int], spec: PaperTable) -> str:
     if not counts["paper"]:
         return '<p class="cl-agreement">The paper reports none of this table\'s cells.</p>'
-    points = _fmt(PAPER_TOLERANCE)
+    points = percent(PAPER_TOLERANCE)
     compared = (
         f"The paper's OOD lies in the range of countlib's seeds (± {points} points) in "
         f"{counts['in_range']} of the {counts['both']} cells that have both values"
