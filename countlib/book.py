@@ -45,7 +45,7 @@ class Page:
 def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
     """Every generated page of the book in reading order (`write_toc` lists the same).
 
-    ``shared``: parameters every page but the task catalogue gets (runs_dir, manifest, device).
+    ``shared``: parameters every page but the task catalogue gets (runs_dir, manifest).
     """
     shared = dict(shared or {})
     pages = [Page("findings", "findings", shared), Page("tasks", "tasks")]
@@ -61,13 +61,11 @@ def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
 
 def toc() -> dict[str, Any]:
     """The table of contents of ``book/_toc.yml``, from `book_pages`."""
-    pages = [page.target for page in book_pages()]
-    tables = {table.page for table in PAPER_TABLES}
     parts = [
         ("Findings", ["generated/findings"]),
         ("The question", ["generated/tasks", "tasks"]),
         ("Architecture families", [f"generated/{p}" for p in FAMILY_NOTEBOOKS]),
-        ("The paper's tables", [f"generated/{p}" for p in pages if p in tables]),
+        ("The paper's tables", [f"generated/{table.page}" for table in PAPER_TABLES]),
         ("Across runs", ["generated/seed_variance", "generated/provenance"]),
     ]
     return {
@@ -99,18 +97,7 @@ def manifest_for(
     selection: Mapping[str, Sequence[str]] | None = None,
 ) -> RunManifest:
     """The manifest of exactly ``runs``: what a book built from them may show."""
-    planned = [
-        PlannedRun(
-            run.name,
-            run.config.config_hash(),
-            run.config.resolve().task,
-            run.config.model,
-            run.family,
-            tuple(run.tables),
-            run.config.optim.steps,
-        )
-        for run in runs
-    ]
+    planned = [_planned(run) for run in runs]
     source = {"profile": profile} if profile else {"spec": dict(grid or {})}
     chosen = {key: list(values) for key, values in (selection or {}).items() if values}
     return RunManifest(scale, source, planned, chosen)
@@ -168,6 +155,19 @@ def build_book(book_dir: str | Path = "book") -> Path:
     ]
     subprocess.run([*command, "build", str(book_dir)], check=True)
     return Path(book_dir) / "_build" / "html"
+
+
+def _planned(run: SweepRun) -> PlannedRun:
+    resolved = run.config.resolve()  # the task's canonical name, the family's default budget
+    return PlannedRun(
+        run.name,
+        run.config.config_hash(),
+        resolved.task,
+        resolved.model,
+        run.family,
+        tuple(run.tables),
+        resolved.optim.steps,
+    )
 
 
 def make_book(

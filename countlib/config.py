@@ -131,9 +131,7 @@ class RunConfig:
         """Reject position ids that the collator or the model would refuse at the first batch
         that shows them, after the run directory exists: a bounded scheme whose range cannot
         hold the task's longest sequence, or ids of a kind or range the model cannot take."""
-        family = get_family(self.model)
-        default_scheme = getattr(model_cfg, "default_position_scheme", family.position_scheme)
-        scheme = self.position_scheme or default_scheme
+        scheme = self._scheme(model_cfg)
         # the collator's range: the model's option where the family has one, else the task's
         available = getattr(model_cfg, "max_positions", task.max_positions)
         needed = positions_needed(task)
@@ -145,6 +143,11 @@ class RunConfig:
             )
         if hasattr(model_cfg, "check_positions"):  # families that read positions
             model_cfg.check_positions(scheme, floats=scheme in FLOAT_SCHEMES, needed=needed)
+
+    def _scheme(self, model_cfg: Any) -> str:
+        """The position scheme the run uses: its own, else the model's or the family's default."""
+        family_default = get_family(self.model).position_scheme
+        return self.position_scheme or getattr(model_cfg, "default_position_scheme", family_default)
 
     def model_config(self, task: Task) -> Any:
         return model_config(
@@ -158,8 +161,7 @@ class RunConfig:
         model_cfg = self.model_config(task)
         options = asdict(model_cfg)
         options.pop("vocab_size")
-        default_scheme = getattr(model_cfg, "default_position_scheme", family.position_scheme)
-        scheme = self.position_scheme or default_scheme
+        scheme = self._scheme(model_cfg)
         optim = dataclasses.replace(
             self.optim,
             steps=family.steps if self.optim.steps is None else self.optim.steps,

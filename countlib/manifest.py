@@ -11,6 +11,7 @@ Plain JSON and pandas: no torch, so a page that only reads runs starts fast.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ class RunManifest:
                 f"{path} is not a run manifest written by countlib book: {err}"
             ) from err
 
-    def subset(self, *, tables: str | None = None, families: list[str] | None = None) -> RunView:
+    def subset(
+        self, *, tables: str | None = None, families: Sequence[str] | None = None
+    ) -> RunView:
         """A view of the runs of one table (by its ``runs_of`` key) or of some model families."""
         runs = [
             run
@@ -92,7 +95,7 @@ class RunView:
     def load(self, runs_dir: str | Path) -> RunTable:
         runs_dir = Path(runs_dir)
         wanted = {run.run: run for run in self.planned}
-        ours = {run.run: run for run in self.manifest.runs}
+        ours = {run.run for run in self.manifest.runs}
         present = find_runs(runs_dir) if runs_dir.exists() else []
         table = load_runs([r.path for r in present if r.path.name in wanted])
         if len(table):
@@ -106,7 +109,7 @@ class RunView:
             mismatched = table
         foreign = sum(r.path.name not in ours for r in present) + len(mismatched)
         finished = table[table["status"] != "incomplete"] if len(table) else table
-        return RunTable(self, runs_dir, finished, len(table) - len(finished), foreign)
+        return RunTable(self, runs_dir, finished, foreign)
 
 
 @dataclass
@@ -116,9 +119,14 @@ class RunTable:
     view: RunView
     runs_dir: Path
     runs: pd.DataFrame
-    unfinished: int
     #: Run directories in the runs directory that are not the manifest's (another profile's).
     ignored: int
+
+    def of_table(self, key: str) -> pd.DataFrame:
+        """The finished runs the manifest tags with table ``key`` (a table's ``runs_of``)."""
+        if not len(self.runs):
+            return self.runs
+        return self.runs[self.runs["tables"].str.split(",").map(lambda tags: key in tags)]
 
     @property
     def missing(self) -> int:

@@ -391,7 +391,7 @@ def run_one(
 ) -> RunOutcome:
     """Train one run and say how it went; never raises for a failure of the run itself.
 
-    ``threads``: the torch threads of the run (None: the thread policy's count for one run).
+    ``threads``: the torch threads of the run (None: the thread policy's count).
     """
     name = config.run_name()
     run_dir = Path(runs_dir) / name
@@ -455,7 +455,7 @@ def run_sweep(
     Ray task with one GPU, or one CPU, to the cluster at ``address`` (None: a local instance
     with ``workers`` CPUs). With Ray, countlib must be installed on every node and ``runs_dir``
     must be on a shared file system. Every executor trains at the thread policy's count
-    (`countlib.train.threads`): ``OMP_NUM_THREADS`` if set, else its runs' share of the cores.
+    (`countlib.train.threads`): ``OMP_NUM_THREADS`` if set, else 1.
 
     A run that another process is training (its lock is held) is waited for once the others
     are done: reported ``elsewhere`` if that process made it final, else trained here.
@@ -705,7 +705,7 @@ def _import_ray() -> Any:
 
 def _ray_task(config: RunConfig, runs_dir: Path, device: str) -> RunOutcome:
     # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
-    return run_one(config, runs_dir, device, threads=cpu_threads())
+    return run_one(config, runs_dir, device)
 
 
 def _run_ray(

@@ -204,3 +204,17 @@ def test_reporting_imports_without_torch():
     )
     code = f"import sys; import {modules}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_book_view_hands_each_table_its_own_runs(tmp_path):
+    """One load of the book's runs serves every table (the Findings page reads them so)."""
+    a5 = select(get_profile("smoke"), tables=["A5"])
+    a6 = select(get_profile("smoke"), tables=["A6"])
+    for run in a5 + a6:
+        fake_record(tmp_path, run, seed_ood=0.5)
+    page = report.page_runs(tmp_path, profile="smoke")
+    assert set(page.of_table("A5")["run"]) == {run.name for run in a5}
+    assert set(page.of_table("A6")["run"]) == {run.name for run in a6}
+    assert set(page.of_table("A6")["run"]) == set(
+        report.page_runs(tmp_path, profile="smoke", table="A6").runs["run"]
+    )

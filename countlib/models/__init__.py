@@ -46,8 +46,10 @@ class Family:
 
 #: PyTorch's AdamW betas, which every original trainer but RWKV's kept.
 TORCH_BETAS = (0.9, 0.999)
-#: seed-spec 3.3 (the RNN/LSTM/S4 trainer): PyTorch's AdamW betas, no L2Wrap, accelerate fp16.
-_S4_TRAINER = {"betas": TORCH_BETAS, "l2wrap": 0.0, "gpu_precision": "fp16"}
+#: Every original trainer but RWKV's: PyTorch's AdamW betas, no L2Wrap.
+_TORCH_OPTIMIZER = {"betas": TORCH_BETAS, "l2wrap": 0.0}
+#: seed-spec 3.3 (the RNN/LSTM/S4 trainer): PyTorch's AdamW, accelerate fp16.
+_S4_TRAINER = _TORCH_OPTIMIZER | {"gpu_precision": "fp16"}
 #: seed-spec 3.5: FusedAdam betas (0.9, 0.99), L2Wrap 1e-4, Lightning bf16 (seed-spec 3.1's
 #: launch line; the wkv kernels take bf16).
 _RWKV_TRAINER = {"betas": (0.9, 0.99), "l2wrap": 1e-4, "gpu_precision": "bf16"}
@@ -75,9 +77,8 @@ MODELS: dict[str, Family] = {
         lr=1e-4,
         weight_decay=0.0,
         warmup_steps=0,
-        betas=TORCH_BETAS,
-        l2wrap=0.0,
         gpu_precision="fp32",
+        **_TORCH_OPTIMIZER,
     ),
     # seed-spec 3.5: lr 1e-4 constant, no weight decay (x2 lr on the base decay vector).
     "rwkv6": Family(
@@ -95,10 +96,9 @@ MODELS: dict[str, Family] = {
         lr=1e-4,
         weight_decay=0.01,
         warmup_steps=3000,
-        betas=TORCH_BETAS,
-        l2wrap=0.0,
         gpu_precision="bf16",
         steps=312_500,
+        **_TORCH_OPTIMIZER,
     ),
 }
 

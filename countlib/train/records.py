@@ -71,7 +71,8 @@ def atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[
     atomic_write_text(path, buffer.getvalue())
 
 
-#: The accuracy tallies written at every evaluation: kind -> the file's key column.
+#: The accuracy tallies written at every evaluation (`RunDir.tally`): each kind names its file
+#: (``per_<kind>.csv``) and that file's key column.
 TALLIES = ("position", "count", "length")
 
 
@@ -138,8 +139,6 @@ class RunDir:
     train_log = property(lambda self: self.path / "train.csv")
     eval_log = property(lambda self: self.path / "eval.csv")
     per_position = property(lambda self: self.path / "per_position.csv")
-    per_count = property(lambda self: self.path / "per_count.csv")
-    per_length = property(lambda self: self.path / "per_length.csv")
     summary = property(lambda self: self.path / "summary.json")
     last = property(lambda self: self.path / "last.pt")
     best_val = property(lambda self: self.path / "best_val.safetensors")

@@ -121,8 +121,8 @@ class Trainer:
         threads: int | None = None,
         allow_thread_change: bool = False,
     ) -> None:
-        """``threads``: torch threads while training, None for the policy's count for one run
-        (`countlib.train.threads`); executors pass their workers' share. ``allow_thread_change``
+        """``threads``: torch threads while training, None for the thread policy's count
+        (`countlib.train.threads`). ``allow_thread_change``
         resumes a CPU run at another thread count than it was trained at, with a warning,
         instead of refusing."""
         self.config = config.resolve()
