@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 SUCCESS_OOD = 0.95  # our threshold for "counts inductively"; the paper gives none
 #: Best IND at or above which a run fits its training data; below, it says nothing about OOD.
 FIT_IND = 0.95
-#: The shading of a result that reaches `SUCCESS_OOD` (inline: notebook outputs keep no CSS).
+
+
+def generalised(ind: float, ood: float) -> bool:
+    """A success: OOD reaches `SUCCESS_OOD` on a run that fits (a run that does not fit the
+    training data is never shaded a success, whatever its OOD)."""
+    return not (pd.isna(ind) or pd.isna(ood)) and ind >= FIT_IND and ood >= SUCCESS_OOD
+
+
+#: The shading of a result that is `generalised` (inline: notebook outputs keep no CSS).
 SUCCESS_STYLE = 'style="background-color:#c8e6c9"'
 #: Run-table columns that tell configurations apart, in the order a label names them.
 CONFIG_COLUMNS = ("model", "pe", "layers", "hidden", "heads", "causal", "head_size", "lr")
@@ -258,13 +266,14 @@ def config_labels(runs: pd.DataFrame, *, only_varying: bool = True) -> pd.Series
 def summary_table(
     runs: pd.DataFrame, by: Sequence[str] = ("task", *CONFIG_COLUMNS), rule: str = "best_ood"
 ) -> pd.DataFrame:
-    """Best-of-k and median-of-k IND/OOD with a success flag (OOD >= 95 %), one row per
+    """Best-of-k and median-of-k IND/OOD with a success flag (`generalised`), one row per
     configuration (always per model) of the run table ``runs`` (`countlib.results.load_runs`);
     grouping columns no run sets are left out."""
     by = list(by) if "model" in by else ["model", *by]
     by = [col for col in by if col in runs and runs[col].notna().any()]
     table = aggregate(runs, by=by, rule=rule)
-    table["success"] = table["best_ood"] >= SUCCESS_OOD
+    pairs = zip(table["best_ind"], table["best_ood"], strict=True)
+    table["success"] = [generalised(ind, ood) for ind, ood in pairs]
     return table
 
 

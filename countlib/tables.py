@@ -27,7 +27,7 @@ import pandas as pd
 
 from countlib.paper import PAPER_TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
-from countlib.report import FIT_IND, SUCCESS_OOD, SUCCESS_STYLE, config_labels, percent
+from countlib.report import FIT_IND, SUCCESS_STYLE, config_labels, generalised, percent
 from countlib.results import aggregate
 
 __all__ = ["PAPER_TABLES", "PaperTable", "agreement", "get_table", "table_frame", "table_runs"]
@@ -118,7 +118,7 @@ def _paper_html(c: dict, paper: tuple[float, float] | None) -> str:
 def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str:
     if c["missing"]:
         return f'<td class="cl-missing">missing<br>{_paper_html(c, paper)}</td>'
-    ok = not pd.isna(c["ood"]) and c["ood"] >= SUCCESS_OOD
+    ok = generalised(c["ind"], c["ood"])
     runs = html.escape(", ".join(c["runs"]))
     text = f"{percent(c['ind'])} / {percent(c['ood'])}"
     link = f'<a href="{run_link}{html.escape(c["best_run"])}" title="{runs}">{text}</a>'

@@ -158,3 +158,11 @@ def test_cells_flag_seeds_that_never_fitted_their_training_data():
     assert "3 did not fit (IND &lt; 95 %)" in tables.render_html(frame, spec)
     fitted = tables.table_frame(runs_frame(ROWS[:1]), spec)
     assert "did not fit" not in tables.render_html(fitted, spec)
+
+
+def test_a_run_that_did_not_fit_is_never_shaded_a_success():
+    """OOD 97 % from a model at 50 % IND is not counting inductively: flagged, not green."""
+    runs = runs_frame([ROWS[0] | {"best_ood_ind": 0.5}])
+    spec = tables.PaperTable("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
+    page = tables.render_html(tables.table_frame(runs, spec), spec)
+    assert 'class="cl-fail"' in page and "cl-success" not in page and "did not fit" in page
