@@ -219,8 +219,17 @@ class RunConfig:
             raise ConfigFileError(f"{path}: {err}") from None
 
     def config_hash(self) -> str:
-        """Stable identity of the resolved experiment (12 hex digits)."""
-        canonical = json.dumps(self.resolve().to_dict(), sort_keys=True)
+        """Stable identity of the resolved experiment (12 hex digits).
+
+        A family's ``LATER_OPTIONS`` (options added after runs were recorded) are left out at
+        the value that reproduces the earlier runs, so adding an option renames no run.
+        """
+        data = self.resolve().to_dict()
+        later = getattr(get_family(self.model).config, "LATER_OPTIONS", {})
+        for key, neutral in later.items():
+            if data["model_options"].get(key) == neutral:
+                del data["model_options"][key]
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def run_name(self) -> str:

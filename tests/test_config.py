@@ -1,8 +1,9 @@
+import dataclasses
 import json
 
 import pytest
 
-from countlib.config import OptimConfig, RunConfig
+from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.models import UnknownModelError
 from countlib.tasks import UnknownTaskError
 
@@ -97,3 +98,21 @@ def test_json_and_yaml_round_trip(tmp_path):
 def test_unknown_top_level_key_is_rejected():
     with pytest.raises(ValueError, match="valid"):
         RunConfig.from_dict({"task": "mod10", "model": "lstm", "stpes": 3})
+
+
+def test_an_option_added_later_renames_no_run():
+    """Mamba's ``negative_eigenvalues`` came after Mamba runs were recorded: at its neutral
+    value the hash is the one those runs have (recorded before the option existed)."""
+    recorded = RunConfig(
+        task="mod10",
+        model="mamba",
+        model_options={"layers": 1, "hidden": 32},
+        optim=OptimConfig(steps=100, lr=1e-3, warmup_steps=0),
+        eval=EvalConfig(every=100),
+        seed=1234,
+    )
+    assert recorded.config_hash() == "335b71663b20"
+    flipped = dataclasses.replace(
+        recorded, model_options={**recorded.model_options, "negative_eigenvalues": True}
+    )
+    assert flipped.config_hash() != recorded.config_hash()

@@ -29,6 +29,12 @@ OPTIONS = {
     "rwkv6": {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32},
     "rwkv5": {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32},
     "transformer": {"hidden": 16, "heads": 2, "layers": 1},
+    "deltanet": {"hidden": 16, "heads": 2, "layers": 1},
+    "gated_deltanet": {"hidden": 16, "heads": 2, "layers": 1},
+    "mamba2": {"hidden": 16, "head_dim": 8, "layers": 1},
+    "mingru": {"hidden": 16, "layers": 1},
+    "minlstm": {"hidden": 16, "layers": 1},
+    "slstm": {"hidden": 16, "heads": 2, "layers": 1},
 }
 NULL_TASK = "helper_token_null"
 
@@ -214,6 +220,13 @@ GPU_PRECISION = {
     "rwkv6": "bf16",
     "rwkv5": "bf16",
     "transformer": "bf16",
+    # Not in the original: bf16 where fla has kernels (they take 16-bit inputs), else fp32.
+    "deltanet": "bf16",
+    "gated_deltanet": "bf16",
+    "mamba2": "bf16",
+    "mingru": "no",
+    "minlstm": "no",
+    "slstm": "no",
 }
 
 

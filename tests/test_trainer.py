@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.models import MODELS
 from countlib.paper import PAPER_TASKS
 from countlib.tasks import list_tasks
 from countlib.train import Trainer, train
 from countlib.train.checkpoint import CheckpointError, load_state
 from countlib.train.records import RunLockedError
 from countlib.train.reload import evaluate_run, load_run_model
+from tests.test_fidelity import OPTIONS
 
 
 def tiny(task="shifted_start", model="lstm", steps=12, every=6, **kwargs):
@@ -79,17 +81,18 @@ def test_trainer_runs_other_recurrent_families(model, tmp_path):
     assert train(tiny(model=model), tmp_path, device="cpu", progress=False).status == "complete"
 
 
+#: Every registered family (tiny options of tests/test_fidelity.py), the Transformer once per PE.
 FAMILY_OPTIONS = {
     **{
         f"transformer/{pe}": ("transformer", {"pe": pe, "hidden": 16, "heads": 2, "layers": 1})
         for pe in ["nope", "sine", "ape", "rope", "spe", "alibi", "t5", "rope+ape"]
     },
-    "s4": ("s4", {"hidden": 8, "d_state": 8}),
-    "s4d": ("s4d", {"hidden": 8, "d_state": 8}),
-    "mamba": ("mamba", {"hidden": 8, "layers": 1}),
-    "rwkv6": ("rwkv6", {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32}),
-    "rwkv5": ("rwkv5", {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32}),
+    **{name: (name, options) for name, options in OPTIONS.items() if name != "transformer"},
 }
+
+
+def test_every_registered_family_is_trained_on_the_paper_tasks():
+    assert {model for model, _ in FAMILY_OPTIONS.values()} == set(MODELS)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_OPTIONS))

@@ -16,10 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from countlib.models.deltanet import DeltaNetConfig, DeltaNetModel, GatedDeltaNetConfig
 from countlib.models.mamba import MambaConfig, MambaModel
+from countlib.models.mamba2 import Mamba2Config, Mamba2Model
+from countlib.models.minrnn import MinGRUConfig, MinLSTMConfig, MinRNNModel
 from countlib.models.rnn import GRUConfig, LSTMConfig, RecurrentModel, RNNConfig
 from countlib.models.rwkv import RWKV5Config, RWKVConfig, RWKVModel
 from countlib.models.s4 import S4Config, S4DConfig, S4Model
+from countlib.models.slstm import SLSTMConfig, SLSTMModel
 from countlib.models.transformer import Transformer, TransformerConfig
 
 
@@ -54,6 +58,13 @@ _S4_TRAINER = _TORCH_OPTIMIZER | {"gpu_precision": "fp16"}
 #: launch line; the wkv kernels take bf16).
 _RWKV_TRAINER = {"betas": (0.9, 0.99), "l2wrap": 1e-4, "gpu_precision": "bf16"}
 _RECURRENT = {"lr": 5e-3, "weight_decay": 0.0, "warmup_steps": 0, "steps": 10_000} | _S4_TRAINER
+#: The later recurrent families (DeltaNet, Gated DeltaNet, Mamba-2, minGRU, minLSTM, sLSTM) are
+#: not in the paper, and their papers' language-model settings do not carry over to these tasks:
+#: CPU defaults without a source (lr 1e-3, no weight decay, constant, the other recurrent
+#: families' 10k steps; untuned), PyTorch's AdamW betas and no L2Wrap as every original trainer
+#: but RWKV's.
+_LATER_RECURRENT = {"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "steps": 10_000}
+_LATER_RECURRENT |= _TORCH_OPTIMIZER
 
 MODELS: dict[str, Family] = {
     # Documented CPU defaults: a 1-layer LSTM of width 128 counts Shifted Start and mod 10
@@ -100,6 +111,18 @@ MODELS: dict[str, Family] = {
         steps=312_500,
         **_TORCH_OPTIMIZER,
     ),
+    # Defaults of _LATER_RECURRENT. GPU precision bf16 where flash-linear-attention has kernels
+    # (its chunk kernels refuse fp32 inputs, e.g. chunk_delta_rule); the countlib forms keep
+    # their recurrences in fp32 under autocast. fp32 for the families without GPU kernels, as
+    # the original's Mamba trainer (seed-spec 3.4).
+    "deltanet": Family(DeltaNetConfig, DeltaNetModel, gpu_precision="bf16", **_LATER_RECURRENT),
+    "gated_deltanet": Family(
+        GatedDeltaNetConfig, DeltaNetModel, gpu_precision="bf16", **_LATER_RECURRENT
+    ),
+    "mamba2": Family(Mamba2Config, Mamba2Model, gpu_precision="bf16", **_LATER_RECURRENT),
+    "mingru": Family(MinGRUConfig, MinRNNModel, gpu_precision="fp32", **_LATER_RECURRENT),
+    "minlstm": Family(MinLSTMConfig, MinRNNModel, gpu_precision="fp32", **_LATER_RECURRENT),
+    "slstm": Family(SLSTMConfig, SLSTMModel, gpu_precision="fp32", **_LATER_RECURRENT),
 }
 
 

@@ -10,13 +10,17 @@ RMSNorm, and an output head tied to the embedding. Parameter names mirror that m
 * ``"countlib"``: the mixer below with a hand-written forward and reverse scan (the CPU default).
 
 ``"auto"`` takes ``mamba_ssm`` on a CUDA machine where it imports, else ``countlib``.
+
+``negative_eigenvalues`` (Grazzi et al., ICLR 2025, arXiv 2411.12537) maps every transition
+exp(delta A) in (0, 1] to 2 exp(delta A) - 1 in (-1, 1], which linear RNNs need to track parity or
+count modulo m. Only the ``countlib`` scan has it ('auto' then takes ``countlib``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,11 +56,21 @@ class MambaConfig:
     conv_bias: bool = True
     bias: bool = False
     backend: str = "auto"
+    negative_eigenvalues: bool = False
+    #: Options added after runs were recorded, with the value that reproduces the runs before
+    #: them: the config hash leaves them out at that value, so older run directories keep their
+    #: names (`countlib.config.RunConfig.config_hash`).
+    LATER_OPTIONS: ClassVar[dict[str, Any]] = {"negative_eigenvalues": False}
 
     def __post_init__(self) -> None:
         check_field_types(self)
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown mamba backend {self.backend!r}; choose from {BACKENDS}")
+        if self.negative_eigenvalues and self.backend not in ("auto", "countlib"):
+            raise ValueError(
+                f"negative_eigenvalues runs on mamba backend 'countlib' only (or 'auto', which "
+                f"then takes it); backend {self.backend!r} computes exp(delta A) transitions only"
+            )
         sizes = (self.vocab_size, self.layers, self.hidden, self.d_state, self.d_conv, self.expand)
         if min(sizes) < 1:
             raise ValueError("vocab_size, layers, hidden, d_state, d_conv and expand must be >= 1")
@@ -77,8 +91,15 @@ class MambaConfig:
 # -- selective scan -------------------------------------------------------------------------------
 
 
+def transition(delta_A: Tensor, negative: bool = False) -> Tensor:
+    """The S6 transition exp(delta A) in (0, 1]; 2 exp(delta A) - 1 in (-1, 1] if ``negative``."""
+    decay = torch.exp(delta_A)
+    return 2 * decay - 1 if negative else decay
+
+
 class _SelectiveScan(torch.autograd.Function):
-    """h_t = exp(delta_t A) h_{t-1} + delta_t x_t B_t (h_0 = 0), y_t = C_t . h_t, time-major.
+    """h_t = a_t h_{t-1} + delta_t x_t B_t (h_0 = 0), y_t = C_t . h_t, time-major, with the
+    transition a_t = exp(delta_t A), or 2 exp(delta_t A) - 1 where ``negative``.
 
     Autograd through a Python loop over time records a graph node per step and is slow on CPU.
     Here both directions are plain loops whose per-step tensors [batch, inner, state] stay in
@@ -87,7 +108,14 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, keep: bool
+        ctx: Any,
+        x: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        keep: bool,
+        negative: bool = False,
     ) -> Tensor:
         # Without a backward pass (keep False) one reused state suffices: evaluation on long
         # sequences stays small.
@@ -97,11 +125,14 @@ class _SelectiveScan(torch.autograd.Function):
         h = x.new_zeros(*x.shape[1:], A.shape[1])
         for t in range(x.shape[0]):
             decay_t = torch.exp(delta[t].unsqueeze(-1) * A, out=decay[t] if keep else None)
+            if negative:
+                decay_t = decay_t.mul_(2).sub_(1)
             inflow = (delta[t] * x[t]).unsqueeze(-1) * B[t].unsqueeze(1)
             h = torch.addcmul(inflow, decay_t, h, out=states[t] if keep else None)
             torch.linalg.vecdot(h, C[t].unsqueeze(1), out=y[t])
         if keep:
             ctx.save_for_backward(x, delta, A, B, C, decay, states)
+            ctx.negative = negative
         return y
 
     @staticmethod
@@ -118,19 +149,26 @@ class _SelectiveScan(torch.autograd.Function):
             torch.bmm(grad_y[t].unsqueeze(1), states[t], out=grad_C[t].unsqueeze(1))
             torch.bmm(inflow[t].unsqueeze(1), grad_h, out=grad_B[t].unsqueeze(1))
             torch.linalg.vecdot(grad_h, B[t].unsqueeze(1), out=grad_inflow[t])
-            # Carry back through the decay: dL/dh_{t-1} = exp(delta_t A) dL/dh_t, which times
-            # h_{t-1} is also dL/d(delta_t A); at t = 0, h_{-1} = 0.
+            # Carry back through the decay: dL/dh_{t-1} = a_t dL/dh_t. With a_t = exp(delta_t A),
+            # that times h_{t-1} is also dL/d(delta_t A); with a_t = 2 exp(delta_t A) - 1,
+            # dL/d(delta_t A) = dL/da_t 2 exp(delta_t A) = dL/da_t (a_t + 1). At t = 0,
+            # h_{-1} = 0.
+            if ctx.negative and t > 0:
+                grad_log_decay = grad_h * states[t - 1] * (decay[t] + 1)
             grad_h = grad_h * decay[t]
             if t > 0:
-                grad_log_decay = grad_h * states[t - 1]
+                if not ctx.negative:
+                    grad_log_decay = grad_h * states[t - 1]
                 torch.linalg.vecdot(grad_log_decay, A, out=grad_delta[t])
                 grad_A.addcmul_(grad_log_decay, delta[t].unsqueeze(-1))
         grad_delta.addcmul_(grad_inflow, x)
-        return grad_inflow * delta, grad_delta, grad_A.sum(0), grad_B, grad_C, None
+        return grad_inflow * delta, grad_delta, grad_A.sum(0), grad_B, grad_C, None, None
 
 
-def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    """The S6 scan without skip or gate.
+def selective_scan(
+    x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, negative: bool = False
+) -> Tensor:
+    """The S6 scan without skip or gate; ``negative``: transitions 2 exp(delta A) - 1.
 
     x, delta [batch, time, inner]; A [inner, state]; B, C [batch, time, state] -> y like x.
     """
@@ -139,7 +177,7 @@ def selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) ->
     x, delta, B, C = (v.to(dtype).transpose(0, 1).contiguous() for v in (x, delta, B, C))
     A = A.to(dtype).contiguous()
     keep = torch.is_grad_enabled() and any(v.requires_grad for v in (x, delta, A, B, C))
-    y = _SelectiveScan.apply(x, delta, A, B, C, keep)
+    y = _SelectiveScan.apply(x, delta, A, B, C, keep, negative)
     return y.transpose(0, 1).to(out_dtype)
 
 
@@ -167,6 +205,7 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1).float().repeat(d_inner, 1)))
         self.D = nn.Parameter(torch.ones(d_inner))
         self.out_proj = nn.Linear(d_inner, config.hidden, bias=config.bias)
+        self.negative = config.negative_eigenvalues
 
         nn.init.uniform_(self.dt_proj.weight, -(rank**-0.5), rank**-0.5)
         # Bias = softplus^-1(dt) with dt log-uniform in [dt_min, dt_max], so softplus starts there.
@@ -182,8 +221,16 @@ class MambaMixer(nn.Module):
         rank, n = self.dt_proj.in_features, self.A_log.shape[1]
         dt, B, C = self.x_proj(x).split([rank, n, n], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
-        y = selective_scan(x, delta, -torch.exp(self.A_log.float()), B, C)
+        y = selective_scan(x, delta, -torch.exp(self.A_log.float()), B, C, self.negative)
         return self.out_proj((y + x * self.D) * F.silu(z))
+
+    def transitions(self, hidden_states: Tensor) -> Tensor:
+        """The transitions a_t [batch, time, inner, state] this mixer applies to the input."""
+        length = hidden_states.shape[1]
+        x, _ = self.in_proj(hidden_states).chunk(2, dim=-1)
+        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :length].transpose(1, 2))
+        delta = F.softplus(self.dt_proj(self.x_proj(x)[..., : self.dt_proj.in_features]))
+        return transition(delta.unsqueeze(-1) * -torch.exp(self.A_log.float()), self.negative)
 
 
 def _mambapy_mixer(config: MambaConfig) -> nn.Module:
@@ -263,7 +310,7 @@ def _build_mixer(config: MambaConfig, backend: str, layer: int) -> nn.Module:
 
 
 def _mixer_step(
-    mixer: nn.Module, x: Tensor, conv_state: Tensor, ssm_state: Tensor
+    mixer: nn.Module, x: Tensor, conv_state: Tensor, ssm_state: Tensor, negative: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One token through any backend's mixer, from its parameters (the names are shared).
 
@@ -279,7 +326,7 @@ def _mixer_step(
     rank, n = mixer.dt_proj.in_features, mixer.A_log.shape[1]
     dt, B, C = mixer.x_proj(x).split([rank, n, n], dim=-1)
     delta = F.softplus(mixer.dt_proj(dt))
-    decay = torch.exp(delta.unsqueeze(-1) * -torch.exp(mixer.A_log.float()))
+    decay = transition(delta.unsqueeze(-1) * -torch.exp(mixer.A_log.float()), negative)
     ssm_state = decay * ssm_state + (delta * x).unsqueeze(-1) * B.unsqueeze(1)
     y = (ssm_state @ C.unsqueeze(-1)).squeeze(-1) + x * mixer.D
     return mixer.out_proj(y * F.silu(z)), window[..., 1:], ssm_state
@@ -304,6 +351,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm = RMSNorm(config.hidden)
         self.mixer = _build_mixer(config, backend, layer)
+        self.negative = config.negative_eigenvalues
 
     def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
         residual, normed = self._add_norm(hidden, residual)
@@ -313,7 +361,7 @@ class Block(nn.Module):
         self, hidden: Tensor, residual: Tensor | None, state: tuple[Tensor, ...]
     ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
         residual, normed = self._add_norm(hidden, residual)
-        out, conv_state, ssm_state = _mixer_step(self.mixer, normed, *state)
+        out, conv_state, ssm_state = _mixer_step(self.mixer, normed, *state, self.negative)
         return out, residual, (conv_state, ssm_state)
 
     def _add_norm(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -326,7 +374,9 @@ class MambaModel(nn.Module):
     def __init__(self, config: MambaConfig) -> None:
         super().__init__()
         self.config = config
-        self.backend = resolve_backend(config.backend)
+        # Negative eigenvalues have the countlib scan only; the config refuses other backends.
+        negative = config.negative_eigenvalues
+        self.backend = "countlib" if negative else resolve_backend(config.backend)
         self.backbone = nn.ModuleDict(
             dict(
                 embedding=nn.Embedding(config.vocab_size, config.hidden),

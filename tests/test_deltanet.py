@@ -1,0 +1,367 @@
+"""DeltaNet and Gated DeltaNet: the chunked WY form against the recurrence, negative eigenvalues,
+backends. The ``check_*`` helpers are the checks every new recurrent family gets (test_mamba2,
+test_minrnn and test_slstm import them)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import countlib.models.deltanet as deltanet
+from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.models import build_model, get_family
+from countlib.models.deltanet import (
+    BackendUnavailableError,
+    DeltaNetConfig,
+    DeltaNetModel,
+    GatedDeltaNetConfig,
+    delta_rule_chunked,
+    delta_rule_recurrent,
+    segment_products,
+)
+from countlib.train import train
+
+V = 11
+FAMILIES = ["deltanet", "gated_deltanet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models are dispatch-bound: extra threads only add contention on shared CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(family: str = "deltanet", **options) -> DeltaNetModel:
+    torch.manual_seed(0)
+    options = {"layers": 2, "hidden": 16, "heads": 2, "chunk_size": 4} | options
+    return build_model(family, V, **options).eval()
+
+
+# -- checks shared by the new recurrent families -----------------------------------------------
+
+
+def random_ids(batch: int = 3, length: int = 13, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, V, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def check_causal(model: torch.nn.Module, at: int = 5) -> None:
+    """Changing token ``at`` leaves every earlier logit exactly as it was, and moves later ones."""
+    ids = random_ids(2, 9)
+    changed = ids.clone()
+    changed[:, at] = (ids[:, at] + 1) % V
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :at], b[:, :at], rtol=0, atol=0)
+    assert (a[:, at:] - b[:, at:]).abs().amax(-1).min() > 1e-7
+
+
+def stepped_logits(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """The recurrent form over ``ids``: logits [B, T, V] and the final state."""
+    state = model.init_state(ids.shape[0])
+    logits = []
+    for t in range(ids.shape[1]):
+        out, state = model.step(ids[:, t], state)
+        logits.append(out)
+    return torch.stack(logits, dim=1), state
+
+
+def check_step_matches_forward(model: torch.nn.Module, length: int = 13) -> None:
+    """The recurrent form equals the parallel/chunked one: float64 to 1e-10, float32 to 1e-4;
+    its state has ``state_size()`` floats per sequence."""
+    ids = random_ids(3, length)
+    for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
+        model = model.to(dtype)
+        with torch.no_grad():
+            full = model(ids)
+            stepped, state = stepped_logits(model, ids)
+        assert full.shape == (3, length, V) and full.dtype == dtype
+        torch.testing.assert_close(stepped, full, rtol=tol, atol=tol)
+        assert sum(s.numel() for layer in state for s in layer) == 3 * model.state_size()
+    model.float()
+
+
+def check_training_reduces_loss(
+    model: torch.nn.Module, steps: int = 8, lr: float = 1e-2, factor: float = 0.9
+) -> None:
+    """A few AdamW steps on 'next token = current + 1 (mod V)' lower the loss below ``factor``
+    times its start, with finite gradients for every parameter."""
+    model.train()
+    ids = (random_ids(8, 1) + torch.arange(12)) % V
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+
+    def loss() -> torch.Tensor:
+        return F.cross_entropy(model(ids[:, :-1]).reshape(-1, V), ids[:, 1:].reshape(-1))
+
+    start = loss().item()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        optimizer.step()
+    assert loss().item() < factor * start
+
+
+def check_state_dict_round_trip(make: callable) -> None:
+    """A fresh model (other seed) given a trained one's state dict gives its logits exactly."""
+    model = make()
+    check_training_reduces_loss(model, steps=2, factor=1.0)
+    model.eval()
+    torch.manual_seed(5)
+    clone = make().eval()
+    ids = random_ids(2, 9)
+    with torch.no_grad():
+        assert not torch.allclose(model(ids), clone(ids))
+        clone.load_state_dict(model.state_dict())
+        torch.testing.assert_close(clone(ids), model(ids), rtol=0, atol=0)
+
+
+def check_autocast_keeps_recurrence_in_fp32(model: torch.nn.Module) -> None:
+    ids = random_ids(2, 20)
+    with torch.no_grad():
+        reference = model(ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(ids)
+    assert torch.isfinite(mixed).all()
+    assert (mixed.float() - reference).abs().max() < 0.05 * reference.abs().max() + 0.05
+
+
+def check_trains_on_mod10(family: str, options: dict, tmp_path) -> None:
+    """Five steps of the project's trainer on the paper's mod-10 task, then its evaluation."""
+    config = RunConfig(
+        task="mod10",
+        model=family,
+        model_options=options,
+        optim=OptimConfig(steps=5, batch_size=4),
+        eval=EvalConfig(every=5, batch_size=512),
+    )
+    result = train(config, tmp_path, device="cpu", progress=False)
+    assert result.status == "complete"
+    assert 0 <= result.summary["final"]["ood"] <= 1
+    model = build_model(family, 10, **options)
+    assert result.summary["state_size"] == model.state_size()
+
+
+def check_family_defaults(family: str) -> None:
+    """The registry's CPU defaults for the new recurrent families (see countlib/models)."""
+    spec = get_family(family)
+    assert (spec.lr, spec.weight_decay, spec.warmup_steps, spec.steps) == (1e-3, 0.0, 0, 10_000)
+    assert spec.betas == (0.9, 0.999) and spec.l2wrap == 0.0
+
+
+# -- the delta rule ------------------------------------------------------------------------------
+
+
+def rule_inputs(gated: bool, negative: bool, steps: int = 23, dtype=torch.float64, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (2, 3, steps)
+    q, k = (F.normalize(torch.randn(*shape, 4, generator=gen, dtype=dtype), dim=-1) for _ in "qk")
+    v = torch.randn(*shape, 5, generator=gen, dtype=dtype)
+    beta = torch.rand(shape, generator=gen, dtype=dtype) * (2 if negative else 1)
+    log_alpha = -3 * torch.rand(shape, generator=gen, dtype=dtype) if gated else None
+    inputs = [q, k, v, beta] + ([log_alpha] if gated else [])
+    return [x.requires_grad_() for x in inputs]
+
+
+def naive_delta_rule(q, k, v, beta, log_alpha=None):
+    """S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T, o_t = S_t q_t, as written
+    in the papers (S is [d_v, d_k]), one head at a time."""
+    out = torch.zeros_like(v)
+    eye = torch.eye(k.shape[-1], dtype=k.dtype)
+    for b in range(q.shape[0]):
+        for h in range(q.shape[1]):
+            state = torch.zeros(v.shape[-1], k.shape[-1], dtype=k.dtype)
+            for t in range(q.shape[2]):
+                kt, alpha = k[b, h, t], 1.0 if log_alpha is None else log_alpha[b, h, t].exp()
+                transition = alpha * (eye - beta[b, h, t] * torch.outer(kt, kt))
+                state = state @ transition + beta[b, h, t] * torch.outer(v[b, h, t], kt)
+                out[b, h, t] = state @ q[b, h, t]
+    return out
+
+
+def split(inputs):
+    q, k, v, beta, *rest = inputs
+    return q, k, v, beta, (rest[0] if rest else None)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("negative", [False, True])
+def test_both_forms_match_the_papers_recurrence(gated, negative):
+    inputs = split(rule_inputs(gated, negative, steps=9))
+    with torch.no_grad():
+        expected = naive_delta_rule(*inputs)
+        torch.testing.assert_close(delta_rule_recurrent(*inputs), expected)
+        torch.testing.assert_close(delta_rule_chunked(*inputs, 4), expected)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 64])
+def test_chunked_matches_recurrent_forward_and_gradients(gated, chunk_size):
+    inputs = rule_inputs(gated, negative=True)
+    weight = torch.randn(2, 3, 23, 5, dtype=torch.float64)
+    y_ref = delta_rule_recurrent(*split(inputs))
+    y = delta_rule_chunked(*split(inputs), chunk_size)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    grads = torch.autograd.grad((y * weight).sum(), inputs)
+    grads_ref = torch.autograd.grad((y_ref * weight).sum(), inputs)
+    for got, want in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_segment_products_by_hand():
+    a = torch.tensor([0.5, -1.0, 0.0, 2.0])
+    expected = torch.tensor(
+        [[1.0, 0, 0, 0], [-1.0, 1, 0, 0], [0.0, 0, 1, 0], [0.0, 0, 2, 1]]  # a[s+1] ... a[r]
+    )
+    torch.testing.assert_close(segment_products(a), expected)
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_model_is_causal(family):
+    check_causal(tiny(family))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("negative", [False, True])
+@pytest.mark.parametrize("conv_size", [0, 4])
+def test_step_form_equals_chunked_forward(family, negative, conv_size):
+    model = tiny(family, negative_eigenvalues=negative, conv_size=conv_size)
+    check_step_matches_forward(model)
+
+
+def transition_eigenvalues(model: DeltaNetModel, x: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of every token's transition alpha_t (I - beta_t k_t k_t^T) in layer 0."""
+    mixer = model.layers[0].mixer
+    k = mixer.k_proj(x)
+    if mixer.convs:
+        k = mixer.convs[1](k)
+    _, k, _ = mixer._qkv(k, k, k)
+    beta, log_alpha = mixer.gates(x)
+    alpha = torch.ones_like(beta) if log_alpha is None else log_alpha.exp()
+    eye = torch.eye(k.shape[-1])
+    outer = k.unsqueeze(-1) * k.unsqueeze(-2)
+    matrices = alpha[..., None, None] * (eye - beta[..., None, None] * outer)
+    return torch.linalg.eigvalsh(matrices)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_negative_eigenvalues_widen_the_transition_range_to_minus_one(family):
+    x = torch.randn(4, 10, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for negative in (False, True):
+            model = tiny(family, negative_eigenvalues=negative)
+            beta, _ = model.layers[0].mixer.gates(x)
+            assert beta.min() >= 0 and beta.max() <= (2 if negative else 1)
+            # Large beta logits: beta -> 1 (eigenvalue 0) or, with the option, -> 2 (-1).
+            model.layers[0].mixer.b_proj.weight.mul_(100)
+            eigenvalues = transition_eigenvalues(model, x)
+            low = -1 - 1e-6 if negative else -1e-6
+            assert eigenvalues.min() >= low and eigenvalues.max() <= 1 + 1e-6
+            if negative:
+                assert eigenvalues.min() < -0.9
+            else:
+                assert eigenvalues.min() > -1e-6
+
+
+def test_gated_decay_is_data_dependent_and_in_the_unit_interval():
+    model = tiny("gated_deltanet")
+    x = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, log_alpha = model.layers[0].mixer.gates(x)
+    assert log_alpha.shape == (2, 6, 2) and (log_alpha < 0).all()
+    assert log_alpha.std(dim=(0, 1)).min() > 0
+    assert tiny("deltanet").layers[0].mixer.gates(x)[1] is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_few_adamw_steps_reduce_the_loss(family):
+    check_training_reduces_loss(tiny(family, layers=1))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_state_dict_round_trip(family):
+    check_state_dict_round_trip(lambda: build_model(family, V, hidden=16, heads=2, layers=1))
+
+
+def test_state_size_counts_head_states_and_conv_inputs():
+    model = tiny(conv_size=4)  # 2 layers of 2 heads of 8 x 8, conv windows of 3 for q, k, v
+    assert model.state_size() == 2 * (2 * 8 * 8 + 3 * 16 * 3)
+    assert tiny(conv_size=0).state_size() == 2 * 2 * 8 * 8
+
+
+def test_bf16_autocast_keeps_the_delta_rule_in_fp32():
+    check_autocast_keeps_recurrence_in_fp32(tiny("gated_deltanet"))
+
+
+def test_config_defaults_and_errors():
+    assert GatedDeltaNetConfig(vocab_size=V).gated and not DeltaNetConfig(vocab_size=V).gated
+    config = DeltaNetConfig(vocab_size=V)
+    assert (config.layers, config.hidden, config.heads, config.conv_size) == (2, 128, 4, 4)
+    assert not config.negative_eigenvalues and config.backend == "auto"
+    assert deltanet.ffn_width(128, None) == 344 and deltanet.ffn_width(128, 0) == 0
+    with pytest.raises(ValueError, match="heads 3 must divide hidden 16"):
+        DeltaNetConfig(vocab_size=V, hidden=16, heads=3)
+    with pytest.raises(ValueError, match="choose from.*countlib.*fla"):
+        DeltaNetConfig(vocab_size=V, backend="cuda")
+    with pytest.raises(ValueError, match="conv_size must be >= 0"):
+        DeltaNetConfig(vocab_size=V, conv_size=-1)
+    for family in FAMILIES:
+        check_family_defaults(family)
+
+
+def test_positions_and_masks_are_ignored():
+    model = tiny()
+    ids = random_ids(2, 5)
+    with torch.no_grad():
+        plain = model(ids)
+        extra = model(ids, position_ids=torch.arange(5).expand(2, 5), attention_mask=ids > 3)
+    torch.testing.assert_close(plain, extra, rtol=0, atol=0)
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+
+def test_backends_on_cpu():
+    assert tiny().backends() == {"delta_rule": "countlib-chunked"}
+    assert tiny(backend="countlib").backends() == {"delta_rule": "countlib-chunked"}
+    model = tiny(backend="fla")
+    with pytest.raises(BackendUnavailableError, match="CUDA only.*pip install"):
+        model(random_ids(1, 3))
+
+
+def test_fla_backend_reports_how_to_install(monkeypatch):
+    monkeypatch.setattr(deltanet, "_import_fla", lambda: (None, None, "No module named 'fla'"))
+    cuda = torch.device("cuda")
+    with pytest.raises(BackendUnavailableError, match="No module named 'fla'.*pip install"):
+        deltanet.resolve_backend(DeltaNetConfig(vocab_size=V, backend="fla"), cuda)
+    auto = GatedDeltaNetConfig(vocab_size=V, backend="auto")
+    assert deltanet.resolve_backend(auto, cuda) == "countlib-chunked"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trains_through_the_trainer_on_mod10(family, tmp_path):
+    check_trains_on_mod10(family, {"hidden": 16, "heads": 2, "layers": 1}, tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("negative", [False, True])
+def test_fla_kernels_match_countlib_on_gpu(family, negative):
+    pytest.importorskip("fla.ops.gated_delta_rule")
+    torch.manual_seed(0)
+    options = {"hidden": 64, "heads": 2, "negative_eigenvalues": negative}
+    reference = build_model(family, V, backend="countlib", **options).cuda().eval()
+    model = build_model(family, V, backend="fla", **options).cuda().eval()
+    model.load_state_dict(reference.state_dict())
+    assert model.backends() == {"delta_rule": "fla-chunk"}
+    ids = torch.randint(0, V, (2, 100), device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        torch.testing.assert_close(model(ids).float(), reference(ids).float(), rtol=3e-2, atol=3e-2)
