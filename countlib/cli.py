@@ -11,9 +11,11 @@ from pathlib import Path
 import yaml
 
 from countlib import data
+from countlib.analysis import WHAT
 from countlib.batches import POSITION_SCHEMES
 from countlib.config import PRECISIONS, EvalConfig, OptimConfig, RunConfig
 from countlib.models.backends import BackendUnavailableError
+from countlib.results import CHECKPOINT_RULES
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
 from countlib.train.records import RunLockedError
@@ -187,6 +189,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyse(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    from countlib.analysis.tools import analyse
+
+    result = analyse(args.run_dir, args.what, args.checkpoint, per_split=args.per_split)
+    written = result.save(args.out)
+    result.close()
+    print(result.text)
+    for path in written:
+        print(f"  wrote {path}")
+    return 0
+
+
 def cmd_book(args: argparse.Namespace) -> int:
     from countlib.book import make_book
     from countlib.profiles import get_profile
@@ -311,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shift-samples", type=int, default=1)
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=cmd_eval)
+
+    an = sub.add_parser(
+        "analyse", help="look inside a run: PCA, attention, probes, patching, development"
+    )
+    an.add_argument("run_dir")
+    an.add_argument("--what", required=True, choices=WHAT, help="the analysis")
+    an.add_argument("--checkpoint", choices=CHECKPOINT_RULES, default="best_ood")
+    an.add_argument("--per-split", type=int, default=64, help="sequences of each split (val, ood)")
+    an.add_argument("--out", help="directory for the tables, numbers and figures (default: "
+                    "RUN_DIR/analysis)")  # fmt: skip
+    an.set_defaults(func=cmd_analyse)
 
     book = sub.add_parser(
         "book", help="run a profile, execute the notebooks with papermill, build the book"

@@ -1,0 +1,125 @@
+"""A run opened for analysis: its model at one checkpoint, its task, and batches of its splits
+made exactly as evaluation makes them (same collator, same position-id draw)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from countlib.batches import Batch, Collator
+from countlib.config import RunConfig
+from countlib.results import CHECKPOINT_RULES
+from countlib.tasks import Example, Task
+from countlib.train.records import RunDir
+
+#: The checkpoints an analysis can read, as the tables name them; "final" is ``last.pt``.
+CHECKPOINTS = CHECKPOINT_RULES
+_RELOAD_NAMES = {"best_ood": "best_ood", "best_val": "best_val", "final": "last"}
+#: The splits a batch mixes by default: in-distribution lengths and extrapolation lengths.
+DEFAULT_SPLITS = ("val", "ood")
+
+
+@dataclass
+class RunBatch:
+    """A collated batch and, per sequence, the split it was drawn from."""
+
+    batch: Batch
+    splits: list[str]
+
+
+@dataclass
+class AnalysisRun:
+    """A trained model (in eval mode) with the task and collator it was evaluated with."""
+
+    path: Path
+    checkpoint: str
+    config: RunConfig
+    model: nn.Module
+    task: Task
+    collator: Collator
+    summary: dict[str, Any]
+
+    @property
+    def family(self) -> str:
+        return self.config.model
+
+    @property
+    def label(self) -> str:
+        """A short readable name: task, family, PE and depth."""
+        options = self.config.model_options
+        parts = [self.config.task, self.family]
+        if "pe" in options:
+            parts.append(str(options["pe"]))
+        if "layers" in options:
+            parts.append(f"{options['layers']}L")
+        return " ".join(parts)
+
+    @property
+    def point(self) -> dict[str, Any]:
+        """The summary's record of this checkpoint: step, IND and OOD accuracy."""
+        return self.summary.get(self.checkpoint) or {}
+
+    def batch(
+        self, splits: tuple[str, ...] = DEFAULT_SPLITS, per_split: int = 64, seed: int | None = None
+    ) -> RunBatch:
+        """``per_split`` examples of each split, spread evenly over it (splits are ordered by
+        length, so the batch spans every length), with the position ids of the first shift draw
+        of evaluation (``eval/{seed}/0``)."""
+        if per_split < 1:
+            raise ValueError(f"per_split must be at least 1, got {per_split}")
+        seed = self.config.eval.seed if seed is None else seed
+        examples: list[Example] = []
+        names: list[str] = []
+        for split in splits:
+            chosen = spread(self.task.split(split, seed=seed), per_split)
+            examples += chosen
+            names += [split] * len(chosen)
+        batch = self.collator(examples, random.Random(f"eval/{seed}/0"))
+        return RunBatch(batch, names)
+
+
+def spread(items: list, n: int) -> list:
+    """At most ``n`` items, evenly spaced over ``items``."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best_ood") -> AnalysisRun:
+    """The run at ``run_dir`` with the weights of ``checkpoint`` (one of `CHECKPOINTS`)."""
+    from countlib.train.reload import load_run_model
+    from countlib.train.trainer import task_for
+
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {checkpoint!r}; choose from {', '.join(CHECKPOINTS)}")
+    run = RunDir(run_dir)
+    if not run.config.exists():
+        raise FileNotFoundError(
+            f"{run.path} is not a run directory (no config.json); give a directory that "
+            "`countlib train` or a sweep wrote"
+        )
+    config, model = load_run_model(run.path, _RELOAD_NAMES[checkpoint])
+    model.eval()
+    task = task_for(config)
+    collator = Collator(
+        task, config.position_scheme, max_positions=config.model_options.get("max_positions")
+    )
+    summary = run.read_summary() if run.summary.exists() else {}
+    return AnalysisRun(run.path, checkpoint, config, model, task, collator, summary)
+
+
+def kept_checkpoints(run_dir: str | Path) -> list[tuple[str, int]]:
+    """(checkpoint, step) of every checkpoint the run keeps, by step; a checkpoint saved at the
+    step of an earlier one is the same weights and left out."""
+    summary = RunDir(run_dir).read_summary()
+    seen: dict[int, str] = {}
+    for name in CHECKPOINTS:
+        point = summary.get(name) or {}
+        if point.get("step") is not None:
+            seen.setdefault(int(point["step"]), name)
+    return [(name, step) for step, name in sorted(seen.items())]
