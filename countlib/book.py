@@ -54,6 +54,7 @@ def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
         Page("paper_table", table.page, {**shared, "table": table.key}, table.title)
         for table in PAPER_TABLES
     ]
+    pages += [Page("analysis", "analysis", shared)]
     pages += [Page("seed_variance", "seed_variance", shared)]
     pages += [Page("provenance", "provenance", shared)]
     return pages
@@ -66,6 +67,7 @@ def toc() -> dict[str, Any]:
         ("The question", ["generated/tasks", "tasks"]),
         ("Architecture families", [f"generated/{p}" for p in FAMILY_NOTEBOOKS]),
         ("The paper's tables", [f"generated/{table.page}" for table in PAPER_TABLES]),
+        ("Inside the models", ["generated/analysis"]),
         ("Across runs", ["generated/seed_variance", "generated/provenance"]),
     ]
     return {

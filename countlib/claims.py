@@ -136,18 +136,42 @@ class Claim:
     #: Every group must hold; within a group, all conditions (``any_of`` False) or one of them.
     groups: tuple[tuple[Condition, ...], ...]
     any_of: bool = False
-    #: The profile that can decide the claim where this book's scale cannot.
     rule: str = ""  # the verdict rule in words
-    #: The profile that can decide the claim where this book's scale cannot.
-    decided_by: str = "paper-lite"
+    #: Which of several claims under one number (claim 24 is one per family), if any.
+    part: str = ""
+
+    @property
+    def key(self) -> str:
+        """The claim's name across countlib: ``"19"``, or ``"24 S4"`` for a part."""
+        return f"{self.number} {self.part}" if self.part else str(self.number)
+
+    @property
+    def conditions(self) -> list[Condition]:
+        return [c for group in self.groups for c in group]
+
+    @property
+    def cells(self) -> set[CellRef]:
+        """Every cell the verdict reads, controls included."""
+        refs = {c.ref for c in self.conditions}
+        return refs | {c.control for c in self.conditions if c.control is not None}
 
     def judge(self, cells: Cells) -> Outcome:
         combine = combine_any if self.any_of else combine_all
         return combine_all(combine(c.judge(cells) for c in group) for group in self.groups)
 
+    def covered_by(self, trained: set[CellRef]) -> bool:
+        """Whether runs of the cells ``trained`` are enough to decide the claim: every condition
+        of an all-of group, one condition of an any-of group, each with its control."""
+
+        def covered(condition: Condition) -> bool:
+            return condition.ref in trained and condition.control in (None, *trained)
+
+        test = any if self.any_of else all
+        return all(test(covered(c) for c in group) for group in self.groups)
+
     @property
     def tables(self) -> list[str]:
-        return sorted({c.ref[0] for group in self.groups for c in group})
+        return sorted({ref[0] for ref in self.cells})
 
 
 # -- the claims ---------------------------------------------------------------------------------
@@ -405,6 +429,7 @@ CLAIMS: tuple[Claim, ...] = (
             ),
             any_of=True,
             rule="at each depth, some task fits with OOD <= 94 %",
+            part=family,
         )
         for family in ("S4", "Mamba", "RWKV-6")
     ),
@@ -444,9 +469,15 @@ def cells_of(frames: Mapping[str, Any]) -> dict[CellRef, Mapping[str, Any]]:
 VERDICT_STYLE = {HOLDS: "#c8e6c9", FAILS: "#ffcdd2", UNDECIDED: "#eeeeee"}
 
 
-def findings_html(findings: Iterable[Finding]) -> str:
-    """The Findings table: each claim, its verdict, its rule and the cells it was judged on."""
+def findings_html(findings: Iterable[Finding], decided_by: Mapping[int, str] | None = None) -> str:
+    """The Findings table: each claim, its verdict, its rule and the cells it was judged on.
+
+    ``decided_by`` names, per claim key (`Claim.key`), the smallest profile that trains the
+    claim's cells at a scale meant to decide it (`countlib.profiles.deciding_profiles`); an
+    undecided claim points to it.
+    """
     findings = list(findings)
+    decided_by = decided_by or {}
     counts = {v: sum(f.verdict == v for f in findings) for v in (HOLDS, FAILS, UNDECIDED)}
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     rows = []
@@ -455,12 +486,13 @@ def findings_html(findings: Iterable[Finding]) -> str:
         links = ", ".join(
             f'<a href="table_{key}.html">Table {html.escape(key)}</a>' for key in claim.tables
         )
-        decide = f" Decidable with <code>--profile {claim.decided_by}</code>." if (
+        profile = decided_by.get(claim.key, "paper")
+        decide = f" Decidable with <code>--profile {profile}</code>." if (
             verdict == UNDECIDED
         ) else ""  # fmt: skip
         evidence = "".join(f"<li>{html.escape(line)}</li>" for line in finding.outcome.evidence)
         rows.append(
-            f'<tr id="claim-{claim.number}"><td>{claim.number}</td>'
+            f'<tr id="claim-{claim.key.replace(" ", "-")}"><td>{html.escape(claim.key)}</td>'
             f"<td>{html.escape(claim.statement)}<br><small>Rule: {html.escape(claim.rule)}; "
             f"cells of {links}.{decide}</small>"
             f"<details><summary>evidence</summary><ul>{evidence}</ul></details></td>"

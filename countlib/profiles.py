@@ -48,23 +48,34 @@ trains 31 times shorter than the paper: a first look at the whole grid, not its 
 
 Table A5's budget is not stated anywhere; its runs get the same steps as the others.
 
-``smoke``: the README's main job. Every family (RNN, LSTM, S4, Mamba, RWKV-6, and the Transformer
-with each of the five PEs) on the paper's tasks (Transformers on tasks 2-8, recurrent families on
-A1's tasks 3-8), plus every appendix table's configurations (A4's BOS tasks, A5 and A6's
-first-token probes at d = 32 and 4, A7's Selective with BOS, A8's train/OOD ratios with a 4-layer
-RoPE model): 1 layer (A8: 4), width 32, 300 steps at lr 1e-3 without warmup, one seed, evaluation
-at the start and the end; 93 runs. `countlib book --profile smoke` trains them two at a time in
-worker processes and builds the book: 5.0-5.5 minutes on a fresh clone on a 2-core CPU. It checks
-that every piece runs end to end and fills every table layout; it does not train the models to the
-paper's accuracy.
+``smoke`` (the README's main job) and ``laptop``: CPU profiles that *decide claims*. Each
+lists, as `Deciding` objects, the claims of `countlib.claims` it trains for and the settings of
+their cells (width, lr, budget, seeds); `claim_grid` trains every cell those claims read (controls
+included, every depth) with them, and every other table cell once, tiny (1 layer, A8's 4; width
+32; 300 steps at lr 1e-3; one seed), so that every table layout is filled and every family runs.
+The settings were chosen on in-distribution accuracy only, never OOD and never a verdict, by the
+rule of ``experiments/choose_lr.py`` (the lowest lr whose best IND reaches 95 %, else the highest
+IND; the budget is the evaluation at which it first fitted); the candidates and results are in
+``experiments/smoke_selection*.md`` and ``experiments/claims_selection*.md``, and each `Deciding`
+below says which result it uses. A claim whose runs still do not fit stays *undecided* in the
+book, which names the profile meant to decide it (`deciding_profiles`).
+
+``smoke`` aims at the structural claims a 2-core CPU can decide in minutes: SMOKE_SUMMARY.
+``laptop`` adds, within about 90 minutes: LAPTOP_SUMMARY.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from countlib.claims import CLAIMS, CellRef
 from countlib.paper import PAPER_SEEDS, PAPER_TABLES
-from countlib.sweep import SweepRun, expand
+
+if TYPE_CHECKING:
+    from countlib.sweep import SweepRun
 
 
 def paper_grid() -> list[dict[str, Any]]:
@@ -72,8 +83,8 @@ def paper_grid() -> list[dict[str, Any]]:
     return [{"table": table.key, **entry} for table in PAPER_TABLES for entry in table.grid]
 
 
-#: Keys of a paper-scale grid entry that the smoke profile replaces by its own settings.
-_SMOKE_DROPS = ("lr", "weight_decay", "dropout", "warmup_steps")
+#: Keys of a paper-scale grid entry that the small profiles replace by their own settings.
+_SMALL_DROPS = ("lr", "weight_decay", "dropout", "warmup_steps")
 SMOKE_WIDTH, SMOKE_HEADS, SMOKE_RWKV_HEAD_SIZE = 32, 4, 16
 
 
@@ -85,7 +96,7 @@ def shrink(entry: dict[str, Any]) -> dict[str, Any]:
     """A paper-scale grid entry at smoke size: the first of several depths (a depth the table
     fixes stays: A8's 4 layers are cheap at width 32), width at most 32, at most 4 heads, and
     the profile's own optimiser settings."""
-    small = {k: v for k, v in entry.items() if k not in _SMOKE_DROPS}
+    small = {k: v for k, v in entry.items() if k not in _SMALL_DROPS}
     if isinstance(small.get("layers"), list):
         small["layers"] = small["layers"][0]
     small["hidden"] = _smaller(small.get("hidden", SMOKE_WIDTH), SMOKE_WIDTH)
@@ -94,6 +105,90 @@ def shrink(entry: dict[str, Any]) -> dict[str, Any]:
     if small["model"] == "rwkv6":  # RWKV's default head size (64) exceeds the width
         small["head_size"] = SMOKE_RWKV_HEAD_SIZE
     return small
+
+
+# -- claim-deciding profiles ----------------------------------------------------------------------
+
+#: Keys whose list value is one setting, not a sweep axis.
+_PAIR_KEYS = ("betas",)
+
+
+def single_configs(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A grid entry split into one entry per configuration (every list crossed out)."""
+    axes = [k for k, v in entry.items() if isinstance(v, list) and k not in _PAIR_KEYS]
+    return [
+        {**entry, **dict(zip(axes, values, strict=True))}
+        for values in itertools.product(*(entry[k] for k in axes))
+    ]
+
+
+def _matches(config: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    return all(key in config and config[key] == value for key, value in where.items())
+
+
+def _identity(config: Mapping[str, Any]) -> tuple:
+    """A configuration without its table tag: the same run may fill several tables."""
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k != "table"))
+
+
+def cells_fed(config: Mapping[str, Any], tables: Iterable[str]) -> set[CellRef]:
+    """The table cells a paper-scale configuration fills, given the tables whose grids hold it
+    (Tables A2 and A3 report the runs of Tables 2 and A1)."""
+    tables = set(tables)
+    return {
+        (table.key, row, column)
+        for table in PAPER_TABLES
+        if table.runs_of in tables
+        for row, row_filter in table.rows
+        for column, column_filter in table.columns
+        if _matches(config, {**row_filter, **column_filter})
+    }
+
+
+def claim_cells(keys: Iterable[str]) -> set[CellRef]:
+    """Every cell read by the claims ``keys`` (`countlib.claims.Claim.key`: "19", "24 S4")."""
+    keys = set(keys)
+    return {ref for claim in CLAIMS if claim.key in keys for ref in claim.cells}
+
+
+@dataclass(frozen=True)
+class Deciding:
+    """How a profile trains the runs of some claims: the settings (steps, lr, width, seeds ...)
+    chosen for them on in-distribution accuracy (``experiments/``), for the configurations of
+    the claims' cells that also match ``where``."""
+
+    claims: tuple[str, ...]  # claim keys (`countlib.claims.Claim.key`)
+    settings: Mapping[str, Any]
+    where: Mapping[str, Any] = field(default_factory=dict)
+    why: str = ""  # the selection result the settings come from
+
+    def covers(self, config: Mapping[str, Any], cells: set[CellRef]) -> bool:
+        return _matches(config, self.where) and bool(cells & claim_cells(self.claims))
+
+
+def claim_grid(deciding: Iterable[Deciding]) -> list[dict[str, Any]]:
+    """The paper's grid at small scale: each configuration that fills a cell of a deciding
+    claim, at every depth, with the settings of the first `Deciding` that covers it; every other
+    table cell once, at its first depth, `shrink`-ed (so that every table layout is filled and
+    every family runs); the rest left out."""
+    deciding = list(deciding)
+    entries = [(entry, config) for entry in paper_grid() for config in single_configs(entry)]
+    tables_of: dict[tuple, set[str]] = {}
+    for _, config in entries:
+        tables_of.setdefault(_identity(config), set()).add(config["table"])
+    grid = []
+    for entry, config in entries:
+        cells = cells_fed(config, tables_of[_identity(config)])
+        rule = next((d for d in deciding if d.covers(config, cells)), None)
+        if rule is not None:
+            grid.append({**shrink(config), **rule.settings})
+        elif not isinstance(entry.get("layers"), list) or config["layers"] == entry["layers"][0]:
+            grid.append(shrink(config))
+    return grid
+
+
+def decided_claims(deciding: Iterable[Deciding]) -> set[str]:
+    return {key for d in deciding for key in d.claims}
 
 
 PAPER: dict[str, Any] = {
@@ -115,22 +210,168 @@ PAPER_LITE: dict[str, Any] = {
     "seeds": [PAPER_SEEDS[0]],
 }
 
-SMOKE: dict[str, Any] = {
-    "name": "smoke",
-    "description": "every family on the paper's tasks at tiny size, one seed; CPU, minutes",
-    "steps": 300,
-    "eval_every": 300,
-    "seeds": [PAPER_SEEDS[0]],
-    "lr": 1e-3,
-    "warmup_steps": 0,
-    "grid": [shrink(entry) for entry in paper_grid()],
-}
+#: The small profiles' own defaults: what a cell no claim reads trains with.
+_FILLER = {"steps": 300, "eval_every": 300, "seeds": [PAPER_SEEDS[0]], "lr": 1e-3,
+           "warmup_steps": 0}  # fmt: skip
+_TRANSFORMER = {"model": "transformer"}
 
-PROFILES: dict[str, dict[str, Any]] = {spec["name"]: spec for spec in (SMOKE, PAPER, PAPER_LITE)}
+
+def _claims_profile(name: str, description: str, deciding: tuple[Deciding, ...]) -> dict:
+    return {
+        "name": name,
+        "description": description,
+        **_FILLER,
+        "grid": claim_grid(deciding),
+    }
+
+
+def _transformer(layers: int, hidden: int, lr: float, steps: int, **where: Any) -> dict:
+    """Settings of the Table 2 cells at one depth (4 heads, 100 warmup steps, 3 evaluations)."""
+    settings = {"hidden": hidden, "heads": 4, "lr": lr, "steps": steps,
+                "eval_every": steps // 3, "warmup_steps": 100}  # fmt: skip
+    return {"settings": settings, "where": {**_TRANSFORMER, "layers": layers, **where}}
+
+
+#: Mod 10 without BOS (claims 8 and 10): SinePE, the control of claim 10, fits at 1 layer only
+#: at d = 128 (d = 32 and 64 did not within 1,500 and 3,000 steps), at 2 layers with lr 3e-3
+#: and at 4 with lr 1e-3 (experiments/claims_selection.md). NoPE and RoPE, which claim 10 says
+#: cannot fit, train with the lr of their row's control; APE (claim 8) with its own best-IND lr.
+_MOD10_SETTINGS = {1: (128, 3e-3, 3000), 2: (32, 3e-3, 1500), 4: (32, 1e-3, 1500)}
+_MOD10 = (
+    Deciding(("8", "10"), **_transformer(2, 32, 1e-3, 1500, pe="ape")),
+    *(Deciding(("8", "10"), **_transformer(n, *s)) for n, s in _MOD10_SETTINGS.items()),
+)
+#: Table A6 at d = 4 (claim 15): NoPE with the causal mask fits on one of three seeds within
+#: 2,500 steps at lr 3e-3 (round 2 chose the lr); a cell is the best of its seeds.
+_FIRST_TOKEN_HETEROGENEOUS = Deciding(
+    ("15",),
+    {"lr": 3e-3, "steps": 3000, "eval_every": 500, "seeds": list(PAPER_SEEDS[:3])},
+    where={"task": "first_token_heterogeneous"},
+)
+
+#: Table A4's BOS rows (claim 3) at d = 32, lr 3e-3, 1,500 steps: RoPE fits both tasks at every
+#: depth within 500 steps, NoPE none within 1,500 (claims_selection_laptop.md).
+_BOS = Deciding(
+    ("3",),
+    {"hidden": 32, "heads": 4, "lr": 3e-3, "steps": 1500, "eval_every": 500, "warmup_steps": 100},
+    where=_TRANSFORMER,
+)
+#: S4 at width 32 fits mod 10 at every depth within 500 steps at lr 1e-3 (and 1e-2;
+#: claims_selection_laptop.md): mod 10 is claim 24's task for S4, one per depth. Claim 21 reads
+#: S4 on the other A1 tasks, which had no selection run: they take the settings chosen on mod 10.
+_S4 = (
+    Deciding(
+        ("24 S4",),
+        {"hidden": 32, "lr": 1e-3, "steps": 1000, "eval_every": 500},
+        where={"model": "s4", "task": "mod10"},
+    ),
+    Deciding(
+        ("21",), {"hidden": 32, "lr": 1e-3, "steps": 1000, "eval_every": 500}, where={"model": "s4"}
+    ),
+)
+
+SMOKE_DECIDING: tuple[Deciding, ...] = (*_MOD10, _FIRST_TOKEN_HETEROGENEOUS, _BOS, *_S4)
+
+#: Table A7, Selective with BOS at 1 layer (claim 12): d = 64 and lr 3e-3 (round 2); NoPE, RoPE
+#: and SPE fit by 2,000 steps, SinePE by 6,000, APE reached 94.9 % (claims_selection.md).
+_SELECTIVE_BOS = Deciding(
+    ("12",),
+    {"hidden": 64, "heads": 4, "lr": 3e-3, "steps": 6000, "eval_every": 2000, "warmup_steps": 100},
+    where=_TRANSFORMER,
+)
+#: Table A5 (claim 14): lr 3e-3 (round 2); with three seeds (a cell is their best) APE and SPE
+#: fit at d = 4 and SinePE and APE at d = 32 within 3,000 steps; SinePE at d = 4 (90 %) and SPE
+#: at d = 32 (0 %) did not within 5,000 (claims_selection.md).
+_FIRST_TOKEN_HOMOGENEOUS = Deciding(
+    ("14",),
+    {"lr": 3e-3, "steps": 5000, "eval_every": 1000, "seeds": list(PAPER_SEEDS[:3])},
+    where={"task": "first_token_homogeneous"},
+)
+#: Table A1's LSTM column at 1 layer (claim 19): width 64, lr 1e-2 fits Helper Token (+ Shifted
+#: Start), Shifted Start and mod 10 within 4,000 steps (smoke_selection_2.md); Selective needs
+#: width 128 (lr 1e-2, fits at 4,000 steps) and Selective + mod 4 width 128 at lr 3e-3 for
+#: 12,000 steps (claims_selection.md).
+_LSTM = (
+    Deciding(
+        ("19",),
+        {"hidden": 128, "lr": 1e-2, "steps": 6000, "eval_every": 2000},
+        where={"model": "lstm", "task": "selective"},
+    ),
+    Deciding(
+        ("19",),
+        {"hidden": 128, "lr": 3e-3, "steps": 12000, "eval_every": 2000},
+        where={"model": "lstm", "task": "selective_mod4"},
+    ),
+    Deciding(
+        ("19",),
+        {"hidden": 64, "lr": 1e-2, "steps": 4000, "eval_every": 1000},
+        where={"model": "lstm"},
+    ),
+)
+#: Table A1's RNN column at 1 layer (claim 20): width 64, lr 1e-2 fits the four tasks LSTM fits
+#: (smoke_selection_2.md); on Selective + mod 4 the best was width 128, lr 3e-3 (49 % at 6,000
+#: steps, claims_selection.md), which does not fit: the claim stays undecided unless a fitted
+#: cell contradicts it.
+_RNN = (
+    Deciding(
+        ("20",),
+        {"hidden": 128, "lr": 3e-3, "steps": 6000, "eval_every": 2000},
+        where={"model": "rnn", "task": "selective_mod4"},
+    ),
+    Deciding(
+        ("20",),
+        {"hidden": 64, "lr": 1e-2, "steps": 4000, "eval_every": 1000},
+        where={"model": "rnn"},
+    ),
+)
+#: Table 2 on Helper Token, Selective and Selective + mod 4 (claims 4, 11, 13) and Table A8
+#: (claim 7, Shifted Start at other lengths) had no selection runs of their own: they take the
+#: settings chosen on mod 10 at the same depth (SinePE's, the PE that fitted there).
+_TRANSFERRED = tuple(
+    Deciding(("4", "7", "11", "13"), **_transformer(n, *s)) for n, s in _MOD10_SETTINGS.items()
+)
+LAPTOP_DECIDING: tuple[Deciding, ...] = (
+    *SMOKE_DECIDING,
+    _SELECTIVE_BOS,
+    _FIRST_TOKEN_HOMOGENEOUS,
+    *_LSTM,
+    *_RNN,
+    *_TRANSFERRED,
+)
+
+SMOKE = _claims_profile(
+    "smoke",
+    "the structural claims at small size, every other cell tiny; CPU, minutes",
+    SMOKE_DECIDING,
+)
+
+LAPTOP = _claims_profile(
+    "laptop",
+    "the claims a 2-core CPU can decide in about an hour or more; every other cell tiny",
+    LAPTOP_DECIDING,
+)
+
+PROFILES: dict[str, dict[str, Any]] = {
+    spec["name"]: spec for spec in (SMOKE, LAPTOP, PAPER, PAPER_LITE)
+}
+#: What each claim-deciding profile trains for which claims, smallest first.
+DECIDING: dict[str, tuple[Deciding, ...]] = {"smoke": SMOKE_DECIDING, "laptop": LAPTOP_DECIDING}
+
+
+def deciding_profiles() -> dict[str, str]:
+    """Per claim key, the smallest profile that trains its cells to decide it; the claims no
+    CPU profile aims at need the whole grid at GPU scale (``paper-lite``, or ``paper`` where the
+    short budget does not fit)."""
+    decided = {claim.key: "paper-lite" for claim in CLAIMS}
+    for name in reversed(DECIDING):  # the smallest profile first in DECIDING wins
+        decided |= dict.fromkeys(decided_claims(DECIDING[name]), name)
+    return decided
 
 
 def get_profile(name: str) -> list[SweepRun]:
     """The expanded runs of the profile called ``name``."""
+    from countlib.sweep import expand  # torch: only when runs are made
+
     try:
         spec = PROFILES[name]
     except KeyError:
