@@ -12,7 +12,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,7 +26,7 @@ from tqdm import tqdm  # tqdm.auto warns in notebooks without ipywidgets
 
 import countlib
 from countlib.batches import Collator
-from countlib.config import RunConfig
+from countlib.config import OptimConfig, RunConfig
 from countlib.metrics import EvalResult
 from countlib.models import build_model, freeze_token_rows, get_family, parameter_count
 from countlib.models.rwkv import l2wrap
@@ -93,6 +93,22 @@ def resolve_precision(precision: str, device: str, model: str) -> str:
     return {"fp32": "no"}.get(precision, precision)
 
 
+def build_optimizer(
+    params: Iterable[Any], optim: OptimConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``params`` (tensors or param groups) and its schedule: linear warmup over
+    ``optim.warmup_steps``, then constant."""
+    optimizer = torch.optim.AdamW(
+        params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas
+    )
+    warmup = optim.warmup_steps
+    # Scheduler stays outside accelerate: it would step once per process and stretch warmup.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+    )
+    return optimizer, scheduler
+
+
 def task_for(config: RunConfig) -> Task:
     task = get_task(config.task)
     if config.aux_share is not None and hasattr(task, "with_aux_share"):
@@ -131,6 +147,9 @@ class Trainer:
         self.device = resolve_device(device)
         self.threads = cpu_threads() if threads is None else threads
         self.allow_thread_change = allow_thread_change
+        #: Runs trained together with this one as one batched model (`countlib.train.stacked`),
+        #: recorded with each training segment: their wall time is the group's. 1: alone.
+        self.stacked_runs = 1
         self.progress = progress
         self.log_every = log_every
         self.task = task_for(self.config)
@@ -158,17 +177,7 @@ class Trainer:
         frozen = self.task.vocab.ids(self.task.frozen_tokens)
         self.zero_frozen_rows = freeze_token_rows(model, frozen)
         groups = model.param_groups(cfg.optim) if hasattr(model, "param_groups") else None
-        optimizer = torch.optim.AdamW(
-            groups or model.parameters(),
-            lr=cfg.optim.lr,
-            weight_decay=cfg.optim.weight_decay,
-            betas=cfg.optim.betas,
-        )
-        warmup = cfg.optim.warmup_steps
-        # Scheduler stays outside accelerate: it would step once per process and stretch warmup.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
+        optimizer, self.scheduler = build_optimizer(groups or model.parameters(), cfg.optim)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         process = self.accelerator.process_index
         self.data_rng = random.Random(f"data/{cfg.data_seed}/{process}")
@@ -230,24 +239,36 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def run_training(self) -> TrainResult:
-        if self.run.is_complete():
-            # a broken record (truncated, emptied, another run's) raises, naming the file
-            summary = self.run.read_final(self.hash)
-            return TrainResult(self.run, summary["status"], summary, skipped=True)
+        final = self.final_result()
+        if final is not None:
+            return final
         with self.run.lock(), _torch_threads(self.threads):
             if self.run.is_complete():  # another process finished it while we waited
                 return self.run_training()
-            # what a writer killed mid-write left behind; nobody else writes them while we lock
-            self.run.remove_stale_temp_files()
-            self._build()
-            resuming = self.run.last.exists()
-            if resuming:
-                self._restore(load_state(self.run.last, self.hash))
-            self._start_segment()
-            self._write_static_records()
-            if not resuming:
-                self._evaluate_and_checkpoint()
+            self._start()
             return self._loop()
+
+    def final_result(self) -> TrainResult | None:
+        """The recorded result of a run that is final already, None if it has to train."""
+        if not self.run.is_complete():
+            return None
+        # a broken record (truncated, emptied, another run's) raises, naming the file
+        summary = self.run.read_final(self.hash)
+        return TrainResult(self.run, summary["status"], summary, skipped=True)
+
+    def _start(self) -> None:
+        """Build the run, resume it from its last checkpoint if it has one, and record this
+        start; a fresh run is evaluated (step 0) and checkpointed. Call it holding the lock."""
+        # what a writer killed mid-write left behind; nobody else writes them while we lock
+        self.run.remove_stale_temp_files()
+        self._build()
+        resuming = self.run.last.exists()
+        if resuming:
+            self._restore(load_state(self.run.last, self.hash))
+        self._start_segment()
+        self._write_static_records()
+        if not resuming:
+            self._evaluate_and_checkpoint()
 
     def _start_segment(self) -> None:
         """Record this (re)start; refuse to resume a CPU run at another thread count than the
@@ -260,6 +281,7 @@ class Trainer:
             "interop_threads": torch.get_num_interop_threads(),
             "torch": torch.__version__,
             "countlib": countlib.__version__,
+            "stacked_runs": self.stacked_runs,
         }
         if self.segments:
             self._check_thread_count(self.segments[-1], segment)
@@ -307,12 +329,9 @@ class Trainer:
             at_eval = self.step % cfg.eval.every == 0 or self.step == total
             if self.step % self.log_every == 0 or at_eval:
                 mean_loss = loss_sum.item() / since_log
-                lr = self.scheduler.get_last_lr()[0]
-                elapsed = round(time.perf_counter() - started, 3)
-                self.train_rows.append([self.step, mean_loss, lr, elapsed])
                 loss_sum.zero_()
                 since_log = 0
-                reason = self._divergence(mean_loss)
+                reason = self._log_interval(mean_loss, time.perf_counter() - started)
                 if reason is not None:
                     return self._stop_diverged(bar, started, reason)
                 bar.set_postfix(self._postfix(mean_loss))
@@ -322,6 +341,12 @@ class Trainer:
                 bar.set_postfix(self._postfix(self.train_rows[-1][1]))
         bar.close()
         return self._finish("complete")
+
+    def _log_interval(self, mean_loss: float, elapsed: float) -> str | None:
+        """Record the log interval ending at this step; why it diverged, or None."""
+        lr = self.scheduler.get_last_lr()[0]
+        self.train_rows.append([self.step, mean_loss, lr, round(elapsed, 3)])
+        return self._divergence(mean_loss)
 
     def _divergence(self, mean_loss: float) -> str | None:
         """Why the log interval ending now has diverged (the class docstring's rule), or None."""

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The prepared GPU check of issue 13, about 10 minutes on one GPU; everything lands in one folder.
+#
+#   bash benchmarks/gpu_check.sh [FOLDER]        # FOLDER: $1, else $OUT, else gpu_check-<time>
+#
+# 1. the GPU extras (mamba-ssm, causal-conv1d, flash-linear-attention), installed if missing;
+#    without them (no network) the families fall back to countlib's kernels, and the smoke's
+#    summary says which backend each run used;
+# 2. benchmarks/train_throughput.py at the paper's sizes: train_throughput.{txt,json};
+# 3. a paper-size training smoke of every family with its GPU backend (`countlib sweep` of
+#    smoke.yaml): smoke.txt, smoke_summary.txt and the runs under runs/;
+# 4. the GPU-only tests (pytest -m gpu): pytest_gpu.txt.
+#
+# Each step has its own time limit and a failing step does not stop the others. For a test of
+# the script itself on a CPU: DEVICE=cpu TINY=1 bash benchmarks/gpu_check.sh /tmp/check
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+FOLDER=${1:-${OUT:-gpu_check-$(date +%Y%m%dT%H%M%S)}}
+DEVICE=${DEVICE:-cuda}
+TINY=${TINY:-0}
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+mkdir -p "$FOLDER"
+exec > >(tee -a "$FOLDER/gpu_check.log") 2>&1
+
+step() { echo; echo "== $(date +%T) $*"; }
+
+step "machine"
+{ nvidia-smi || echo "no nvidia-smi"; } > "$FOLDER/nvidia-smi.txt" 2>&1
+"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'available', torch.cuda.is_available(), torch.cuda.get_device_name() \
+if torch.cuda.is_available() else '')" | tee "$FOLDER/torch.txt"
+
+step "install (only what is missing)"
+if ! "$PYTHON" -c "import countlib" 2>/dev/null; then
+  timeout 120 "$PYTHON" -m pip install -q -e . >> "$FOLDER/install.log" 2>&1 ||
+    echo "countlib failed to install: see install.log"
+fi
+if [[ "$DEVICE" == cuda ]] && ! "$PYTHON" -c "import mamba_ssm, causal_conv1d, fla" 2>/dev/null; then
+  timeout 150 "$PYTHON" -m pip install -q --retries 0 --timeout 10 --no-build-isolation \
+    -e '.[gpu]' >> "$FOLDER/install.log" 2>&1 ||
+    echo "GPU extras not installed (see install.log): families use countlib's kernels"
+fi
+"$PYTHON" - <<'EOF' | tee "$FOLDER/extras.txt"
+import importlib.util
+for name in ("mamba_ssm", "causal_conv1d", "fla"):
+    print(name, "installed" if importlib.util.find_spec(name) else "missing")
+EOF
+
+step "throughput benchmark"
+if [[ "$TINY" == 1 ]]; then
+  BENCH=(--configs transformer:hidden=16,heads=2,layers=1,pe=rope lstm:hidden=16
+         --stack-configs lstm:hidden=16,precision=fp32 --stacked 2 --steps 4 --rounds 2)
+else
+  BENCH=()
+fi
+timeout 240 "$PYTHON" benchmarks/train_throughput.py --device "$DEVICE" "${BENCH[@]}" \
+  --out "$FOLDER/train_throughput.json" | tee "$FOLDER/train_throughput.txt"
+
+step "training smoke of every family"
+if [[ "$TINY" == 1 ]]; then
+  STEPS=2 WIDTH=16 HEADS=2 LAYERS=1 RECURRENT=64
+else
+  STEPS=${SMOKE_STEPS:-100} WIDTH=1024 HEADS=8 LAYERS=4 RECURRENT=128
+fi
+cat > "$FOLDER/smoke.yaml" <<EOF
+name: gpu-smoke
+description: every family at the paper's size for a few steps, each with its GPU backend
+task: shifted_start
+steps: $STEPS
+eval_every: $STEPS
+seeds: [1234]
+grid:
+  - {model: transformer, layers: $LAYERS, hidden: $WIDTH, heads: $HEADS, pe: rope}
+  - model: [rnn, lstm, gru, s4, s4d, mamba, rwkv6, rwkv5, deltanet, gated_deltanet, mamba2,
+            mingru, minlstm, slstm]
+    hidden: $RECURRENT
+EOF
+timeout 300 "$PYTHON" -m countlib sweep --spec "$FOLDER/smoke.yaml" --runs-dir "$FOLDER/runs" \
+  --device "$DEVICE" > "$FOLDER/smoke.txt" 2>&1
+echo "sweep exit status $?"
+"$PYTHON" - "$FOLDER/runs" <<'EOF' | tee "$FOLDER/smoke_summary.txt"
+import json, sys
+from pathlib import Path
+
+print(f"{'run':64s} {'status':9s} {'wall s':>7s}  backends")
+for run in sorted(Path(sys.argv[1]).iterdir()):
+    env = run / "environment.json"
+    backends = json.loads(env.read_text()).get("backends", {}) if env.exists() else {}
+    summary = run / "summary.json"
+    done = json.loads(summary.read_text()) if summary.exists() else {}
+    status, wall = done.get("status", "unfinished"), done.get("wall_time_s", float("nan"))
+    print(f"{run.name:64s} {status:9s} {wall:7.1f}  {backends}")
+EOF
+
+step "GPU-only tests"
+timeout 120 "$PYTHON" -m pytest -q -m gpu tests > "$FOLDER/pytest_gpu.txt" 2>&1
+tail -n 3 "$FOLDER/pytest_gpu.txt"
+
+step "done: $FOLDER"

@@ -1,0 +1,62 @@
+"""The throughput benchmark and the GPU check script run, at tiny sizes on the CPU."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "train_throughput", REPO / "benchmarks" / "train_throughput.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_baseline_pads_to_max_seq_len_and_uses_explicit_attention(bench, tmp_path):
+    config = bench.run_config("transformer:hidden=16,heads=2,layers=1,pe=rope,batch=4")
+    baseline = bench.baseline_config(config, "cpu")
+    assert baseline.model_options["attention"] == "explicit"
+    trainer = bench.built(bench.OriginalStyle, baseline, str(tmp_path), "cpu")
+    rng = trainer.data_rng
+    batch = trainer.collator(trainer.task.sample_batch(rng, 4), rng)
+    assert batch.seq_len == trainer.task.max_seq_len == 128
+    assert not batch.attention_mask[:, 60:].any() and (batch.labels[:, 60:] == -1).all()
+
+
+def test_rows_of_both_tables(bench):
+    row = bench.throughput_row("lstm:hidden=8,batch=4", "cpu", rounds=1, per_round=1, peak=None)
+    assert row["ratio"] > 0 and row["fast_mfu"] is None and row["precision"] == "fp32/fp32"
+    stacked = bench.stacked_row("lstm:hidden=8,batch=4", 2, "cpu", rounds=1, per_round=1)
+    assert stacked["ratio"] > 0 and stacked["fixed_share"] > 0 and stacked["ideal_ratio"] > 1
+
+
+def test_model_flops_count_attention_for_the_transformer(bench):
+    config = bench.run_config("transformer:hidden=16,heads=2,layers=1")
+    model = torch.nn.Linear(10, 10)  # 110 dense parameters
+    assert bench.model_flops(model, config, 4.0) == (6 * 110 + 6 * 1 * 4 * 16) * 4
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_script_parses():
+    subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")], check=True)
+
+
+def test_benchmark_writes_its_json(tmp_path):
+    out = tmp_path / "t.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--configs"]
+    command += ["lstm:hidden=8,batch=4", "--stacked", "0", "--steps", "1", "--rounds", "1"]
+    subprocess.run([*command, "--out", str(out)], check=True, capture_output=True)
+    record = json.loads(out.read_text())
+    assert (
+        record["device"] == "cpu" and record["throughput"][0]["config"] == "lstm:hidden=8,batch=4"
+    )
