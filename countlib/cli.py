@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         "book", help="run a profile, execute the notebooks with papermill, build the book"
     )
     source = book.add_mutually_exclusive_group()
-    source.add_argument("--profile", default="smoke", help="smoke (default), paper-lite, paper")
+    source.add_argument(
+        "--profile", default="smoke", help="smoke (default), laptop, paper-lite, paper"
+    )
     source.add_argument("--spec", help="a sweep spec in YAML instead of a profile")
     book.add_argument("--task", action="append", help="only these tasks (repeatable)")
     book.add_argument("--family", action="append", help="only these model families (repeatable)")
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="train a grid of runs (a profile or a spec file)")
     which = sw.add_mutually_exclusive_group(required=True)
-    which.add_argument("--profile", help="smoke, paper or paper-lite (countlib.profiles)")
+    which.add_argument("--profile", help="smoke, laptop, paper or paper-lite (countlib.profiles)")
     which.add_argument("--spec", help="a sweep spec in YAML (see countlib.sweep)")
     sw.add_argument("--task", action="append", help="only these tasks (repeatable)")
     sw.add_argument("--family", action="append", help="only these model families (repeatable)")
