@@ -208,13 +208,6 @@ def percent(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
 
 
-def inpercent(frame: pd.DataFrame):
-    """The accuracy columns (``*_ind``, ``*_ood``) shown in percent, without the index."""
-    columns = [c for c in frame.columns if str(c).endswith(("_ind", "_ood"))]
-    styled = frame.style.format(lambda value: f"{percent(value)} %", subset=columns, na_rep="n/a")
-    return styled.hide(axis="index")
-
-
 def show_figure(fig) -> None:
     """Show a figure where it is made (not at the end of the cell), then release it."""
     if fig is None:

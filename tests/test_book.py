@@ -67,7 +67,7 @@ def page(root: Path, name: str) -> str:
 
 def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
     runs = load_runs(tiny_book / "runs")
-    assert len(runs) == 8 and set(runs["status"]) == {"complete"}
+    assert len(runs) == 9 and set(runs["status"]) == {"complete"}
     for generated in book_pages():
         assert (tiny_book / "book" / "generated" / f"{generated.target}.ipynb").exists()
         assert "Scale: " in page(tiny_book, generated.target) or generated.target == "tasks"
@@ -77,6 +77,9 @@ def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
     assert "have no results" not in rnn
     findings = page(tiny_book, "findings")
     assert f"{len(CLAIMS)} claims:" in findings and 'id="claim-19"' in findings
+    assert 'id="claim-24-S4"' in findings and "Decidable with <code>--profile smoke" in findings
+    # the causal A6 probe has two seeds: the page shows their spread
+    assert 'class="countlib-summary"' in page(tiny_book, "seed_variance")
 
 
 def test_every_task_is_shown_by_example(tiny_book):
