@@ -1,6 +1,5 @@
 """DeltaNet and Gated DeltaNet: the chunked WY form against the recurrence, negative eigenvalues,
-backends. The ``check_*`` helpers are the checks every new recurrent family gets (test_mamba2,
-test_minrnn and test_slstm import them)."""
+backends. The checks every recurrent family gets are in tests/family_checks.py."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import countlib.models.deltanet as deltanet
-from countlib.config import EvalConfig, OptimConfig, RunConfig
-from countlib.models import build_model, get_family
+from countlib.models import build_model
 from countlib.models.deltanet import (
     BackendUnavailableError,
     DeltaNetConfig,
@@ -20,137 +18,15 @@ from countlib.models.deltanet import (
     delta_rule_recurrent,
     segment_products,
 )
-from countlib.train import train
+from tests import family_checks as checks
+from tests.family_checks import V, one_thread  # noqa: F401 (the fixture)
 
-V = 11
 FAMILIES = ["deltanet", "gated_deltanet"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are dispatch-bound: extra threads only add contention on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = {"layers": 2, "hidden": 16, "heads": 2, "chunk_size": 4}
 
 
 def tiny(family: str = "deltanet", **options) -> DeltaNetModel:
-    torch.manual_seed(0)
-    options = {"layers": 2, "hidden": 16, "heads": 2, "chunk_size": 4} | options
-    return build_model(family, V, **options).eval()
-
-
-# -- checks shared by the new recurrent families -----------------------------------------------
-
-
-def random_ids(batch: int = 3, length: int = 13, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, V, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def check_causal(model: torch.nn.Module, at: int = 5) -> None:
-    """Changing token ``at`` leaves every earlier logit exactly as it was, and moves later ones."""
-    ids = random_ids(2, 9)
-    changed = ids.clone()
-    changed[:, at] = (ids[:, at] + 1) % V
-    with torch.no_grad():
-        a, b = model(ids), model(changed)
-    torch.testing.assert_close(a[:, :at], b[:, :at], rtol=0, atol=0)
-    assert (a[:, at:] - b[:, at:]).abs().amax(-1).min() > 1e-7
-
-
-def stepped_logits(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """The recurrent form over ``ids``: logits [B, T, V] and the final state."""
-    state = model.init_state(ids.shape[0])
-    logits = []
-    for t in range(ids.shape[1]):
-        out, state = model.step(ids[:, t], state)
-        logits.append(out)
-    return torch.stack(logits, dim=1), state
-
-
-def check_step_matches_forward(model: torch.nn.Module, length: int = 13) -> None:
-    """The recurrent form equals the parallel/chunked one: float64 to 1e-10, float32 to 1e-4;
-    its state has ``state_size()`` floats per sequence."""
-    ids = random_ids(3, length)
-    for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
-        model = model.to(dtype)
-        with torch.no_grad():
-            full = model(ids)
-            stepped, state = stepped_logits(model, ids)
-        assert full.shape == (3, length, V) and full.dtype == dtype
-        torch.testing.assert_close(stepped, full, rtol=tol, atol=tol)
-        assert sum(s.numel() for layer in state for s in layer) == 3 * model.state_size()
-    model.float()
-
-
-def check_training_reduces_loss(
-    model: torch.nn.Module, steps: int = 8, lr: float = 1e-2, factor: float = 0.9
-) -> None:
-    """A few AdamW steps on 'next token = current + 1 (mod V)' lower the loss below ``factor``
-    times its start, with finite gradients for every parameter."""
-    model.train()
-    ids = (random_ids(8, 1) + torch.arange(12)) % V
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-
-    def loss() -> torch.Tensor:
-        return F.cross_entropy(model(ids[:, :-1]).reshape(-1, V), ids[:, 1:].reshape(-1))
-
-    start = loss().item()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        value = loss()
-        value.backward()
-        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-        optimizer.step()
-    assert loss().item() < factor * start
-
-
-def check_state_dict_round_trip(make: callable) -> None:
-    """A fresh model (other seed) given a trained one's state dict gives its logits exactly."""
-    model = make()
-    check_training_reduces_loss(model, steps=2, factor=1.0)
-    model.eval()
-    torch.manual_seed(5)
-    clone = make().eval()
-    ids = random_ids(2, 9)
-    with torch.no_grad():
-        assert not torch.allclose(model(ids), clone(ids))
-        clone.load_state_dict(model.state_dict())
-        torch.testing.assert_close(clone(ids), model(ids), rtol=0, atol=0)
-
-
-def check_autocast_keeps_recurrence_in_fp32(model: torch.nn.Module) -> None:
-    ids = random_ids(2, 20)
-    with torch.no_grad():
-        reference = model(ids)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = model(ids)
-    assert torch.isfinite(mixed).all()
-    assert (mixed.float() - reference).abs().max() < 0.05 * reference.abs().max() + 0.05
-
-
-def check_trains_on_mod10(family: str, options: dict, tmp_path) -> None:
-    """Five steps of the project's trainer on the paper's mod-10 task, then its evaluation."""
-    config = RunConfig(
-        task="mod10",
-        model=family,
-        model_options=options,
-        optim=OptimConfig(steps=5, batch_size=4),
-        eval=EvalConfig(every=5, batch_size=512),
-    )
-    result = train(config, tmp_path, device="cpu", progress=False)
-    assert result.status == "complete"
-    assert 0 <= result.summary["final"]["ood"] <= 1
-    model = build_model(family, 10, **options)
-    assert result.summary["state_size"] == model.state_size()
-
-
-def check_family_defaults(family: str) -> None:
-    """The registry's CPU defaults for the new recurrent families (see countlib/models)."""
-    spec = get_family(family)
-    assert (spec.lr, spec.weight_decay, spec.warmup_steps, spec.steps) == (1e-3, 0.0, 0, 10_000)
-    assert spec.betas == (0.9, 0.999) and spec.l2wrap == 0.0
+    return checks.tiny_model(family, TINY, **options)
 
 
 # -- the delta rule ------------------------------------------------------------------------------
@@ -192,10 +68,9 @@ def split(inputs):
 @pytest.mark.parametrize("negative", [False, True])
 def test_both_forms_match_the_papers_recurrence(gated, negative):
     inputs = split(rule_inputs(gated, negative, steps=9))
-    with torch.no_grad():
-        expected = naive_delta_rule(*inputs)
-        torch.testing.assert_close(delta_rule_recurrent(*inputs), expected)
-        torch.testing.assert_close(delta_rule_chunked(*inputs, 4), expected)
+    checks.check_forms_match_naive(
+        naive_delta_rule, delta_rule_recurrent, delta_rule_chunked, inputs
+    )
 
 
 @pytest.mark.parametrize("gated", [False, True])
@@ -203,13 +78,12 @@ def test_both_forms_match_the_papers_recurrence(gated, negative):
 def test_chunked_matches_recurrent_forward_and_gradients(gated, chunk_size):
     inputs = rule_inputs(gated, negative=True)
     weight = torch.randn(2, 3, 23, 5, dtype=torch.float64)
-    y_ref = delta_rule_recurrent(*split(inputs))
-    y = delta_rule_chunked(*split(inputs), chunk_size)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    grads = torch.autograd.grad((y * weight).sum(), inputs)
-    grads_ref = torch.autograd.grad((y_ref * weight).sum(), inputs)
-    for got, want in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    checks.check_matches_reference(
+        lambda *x: delta_rule_chunked(*split(x), chunk_size),
+        lambda *x: delta_rule_recurrent(*split(x)),
+        inputs,
+        weight,
+    )
 
 
 def test_segment_products_by_hand():
@@ -225,7 +99,7 @@ def test_segment_products_by_hand():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_model_is_causal(family):
-    check_causal(tiny(family))
+    checks.check_causal(tiny(family))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -233,7 +107,7 @@ def test_model_is_causal(family):
 @pytest.mark.parametrize("conv_size", [0, 4])
 def test_step_form_equals_chunked_forward(family, negative, conv_size):
     model = tiny(family, negative_eigenvalues=negative, conv_size=conv_size)
-    check_step_matches_forward(model)
+    checks.check_step_matches_forward(model)
 
 
 def transition_eigenvalues(model: DeltaNetModel, x: torch.Tensor) -> torch.Tensor:
@@ -282,12 +156,12 @@ def test_gated_decay_is_data_dependent_and_in_the_unit_interval():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_few_adamw_steps_reduce_the_loss(family):
-    check_training_reduces_loss(tiny(family, layers=1))
+    checks.check_training_reduces_loss(tiny(family, layers=1))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_state_dict_round_trip(family):
-    check_state_dict_round_trip(lambda: build_model(family, V, hidden=16, heads=2, layers=1))
+    checks.check_state_dict_round_trip(lambda: build_model(family, V, hidden=16, heads=2, layers=1))
 
 
 def test_state_size_counts_head_states_and_conv_inputs():
@@ -297,7 +171,7 @@ def test_state_size_counts_head_states_and_conv_inputs():
 
 
 def test_bf16_autocast_keeps_the_delta_rule_in_fp32():
-    check_autocast_keeps_recurrence_in_fp32(tiny("gated_deltanet"))
+    checks.check_autocast_keeps_recurrence_in_fp32(tiny("gated_deltanet"))
 
 
 def test_config_defaults_and_errors():
@@ -313,16 +187,11 @@ def test_config_defaults_and_errors():
     with pytest.raises(ValueError, match="conv_size must be >= 0"):
         DeltaNetConfig(vocab_size=V, conv_size=-1)
     for family in FAMILIES:
-        check_family_defaults(family)
+        checks.check_family_defaults(family)
 
 
 def test_positions_and_masks_are_ignored():
-    model = tiny()
-    ids = random_ids(2, 5)
-    with torch.no_grad():
-        plain = model(ids)
-        extra = model(ids, position_ids=torch.arange(5).expand(2, 5), attention_mask=ids > 3)
-    torch.testing.assert_close(plain, extra, rtol=0, atol=0)
+    checks.check_ignores_positions_and_masks(tiny(), checks.random_ids(2, 5))
 
 
 # -- backends ------------------------------------------------------------------------------------
@@ -333,7 +202,7 @@ def test_backends_on_cpu():
     assert tiny(backend="countlib").backends() == {"delta_rule": "countlib-chunked"}
     model = tiny(backend="fla")
     with pytest.raises(BackendUnavailableError, match="CUDA only.*pip install"):
-        model(random_ids(1, 3))
+        model(checks.random_ids(1, 3))
 
 
 def test_fla_backend_reports_how_to_install(monkeypatch):
@@ -347,7 +216,7 @@ def test_fla_backend_reports_how_to_install(monkeypatch):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_trains_through_the_trainer_on_mod10(family, tmp_path):
-    check_trains_on_mod10(family, {"hidden": 16, "heads": 2, "layers": 1}, tmp_path)
+    checks.check_trains_on_mod10(family, {"hidden": 16, "heads": 2, "layers": 1}, tmp_path)
 
 
 @pytest.mark.gpu

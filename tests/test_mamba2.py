@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,25 +13,14 @@ from countlib.models import build_model
 from countlib.models.deltanet import BackendUnavailableError
 from countlib.models.mamba import MambaConfig, MambaModel, selective_scan
 from countlib.models.mamba2 import Mamba2Config, Mamba2Model, ssd_chunked, ssd_recurrent
-from tests.test_deltanet import (
-    V,
-    check_autocast_keeps_recurrence_in_fp32,
-    check_causal,
-    check_family_defaults,
-    check_state_dict_round_trip,
-    check_step_matches_forward,
-    check_training_reduces_loss,
-    check_trains_on_mod10,
-    one_thread,  # noqa: F401 (the fixture)
-    random_ids,
-)
+from tests import family_checks as checks
+from tests.family_checks import V, one_thread  # noqa: F401 (the fixture)
 
 TINY = {"layers": 2, "hidden": 16, "d_state": 4, "head_dim": 8, "chunk_size": 4}
 
 
 def tiny(**options) -> Mamba2Model:
-    torch.manual_seed(0)
-    return build_model("mamba2", V, **(TINY | options)).eval()
+    return checks.tiny_model("mamba2", TINY, **options)
 
 
 def ssd_inputs(negative: bool, steps: int = 19, seed: int = 0):
@@ -57,11 +48,9 @@ def naive_ssd(x, a, B, C):
 
 @pytest.mark.parametrize("negative", [False, True])
 def test_both_forms_match_the_papers_recurrence(negative):
-    inputs = ssd_inputs(negative, steps=9)
-    with torch.no_grad():
-        expected = naive_ssd(*inputs)
-        torch.testing.assert_close(ssd_recurrent(*inputs), expected)
-        torch.testing.assert_close(ssd_chunked(*inputs, 4), expected)
+    checks.check_forms_match_naive(
+        naive_ssd, ssd_recurrent, ssd_chunked, ssd_inputs(negative, steps=9)
+    )
 
 
 @pytest.mark.parametrize("negative", [False, True])
@@ -71,22 +60,17 @@ def test_chunked_matches_recurrent_forward_and_gradients(negative, chunk_size):
     with torch.no_grad():
         inputs[1][0, 0, 3] = 0.0  # a zero transition (2 a - 1 = 0) must not break anything
     weight = torch.randn(2, 3, 19, 4, dtype=torch.float64)
-    y_ref = ssd_recurrent(*inputs)
-    y = ssd_chunked(*inputs, chunk_size)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    grads = torch.autograd.grad((y * weight).sum(), inputs)
-    grads_ref = torch.autograd.grad((y_ref * weight).sum(), inputs)
-    for got, want in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    chunked = functools.partial(ssd_chunked, chunk_size=chunk_size)
+    checks.check_matches_reference(chunked, ssd_recurrent, inputs, weight)
 
 
 def test_model_is_causal():
-    check_causal(tiny())
+    checks.check_causal(tiny())
 
 
 @pytest.mark.parametrize("negative", [False, True])
 def test_step_form_equals_chunked_forward(negative):
-    check_step_matches_forward(tiny(negative_eigenvalues=negative))
+    checks.check_step_matches_forward(tiny(negative_eigenvalues=negative))
 
 
 def test_negative_eigenvalues_widen_the_transition_range_to_minus_one():
@@ -112,12 +96,12 @@ def test_negative_eigenvalues_widen_the_transition_range_to_minus_one():
 
 
 def test_a_few_adamw_steps_reduce_the_loss():
-    check_training_reduces_loss(tiny(layers=1))
-    check_training_reduces_loss(tiny(layers=1, negative_eigenvalues=True))
+    checks.check_training_reduces_loss(tiny(layers=1))
+    checks.check_training_reduces_loss(tiny(layers=1, negative_eigenvalues=True))
 
 
 def test_state_dict_round_trip():
-    check_state_dict_round_trip(lambda: build_model("mamba2", V, **(TINY | {"layers": 1})))
+    checks.check_state_dict_round_trip(lambda: build_model("mamba2", V, **(TINY | {"layers": 1})))
 
 
 def test_state_size_counts_head_states_and_conv_inputs():
@@ -130,11 +114,11 @@ def test_d_ffn_adds_a_mlp():
     assert tiny().layers[0].mlp is None
     model = tiny(d_ffn=24)
     assert model.layers[0].mlp.up.out_features == 24
-    check_step_matches_forward(model)
+    checks.check_step_matches_forward(model)
 
 
 def test_bf16_autocast_keeps_the_ssd_in_fp32():
-    check_autocast_keeps_recurrence_in_fp32(tiny())
+    checks.check_autocast_keeps_recurrence_in_fp32(tiny())
 
 
 def test_config_defaults_and_errors():
@@ -145,13 +129,13 @@ def test_config_defaults_and_errors():
         Mamba2Config(vocab_size=V, hidden=16, head_dim=24)
     with pytest.raises(ValueError, match="negative_eigenvalues runs on .* 'countlib' only"):
         Mamba2Config(vocab_size=V, negative_eigenvalues=True, backend="fla")
-    check_family_defaults("mamba2")
+    checks.check_family_defaults("mamba2")
 
 
 def test_backends_on_cpu():
     assert tiny().backends() == {"ssd": "countlib-chunked"}
     with pytest.raises(BackendUnavailableError, match="CUDA only.*pip install"):
-        tiny(backend="fla")(random_ids(1, 3))
+        tiny(backend="fla")(checks.random_ids(1, 3))
 
 
 def test_fla_backend_reports_how_to_install(monkeypatch):
@@ -167,7 +151,7 @@ def test_fla_backend_reports_how_to_install(monkeypatch):
 
 
 def test_trains_through_the_trainer_on_mod10(tmp_path):
-    check_trains_on_mod10("mamba2", {"hidden": 16, "layers": 1, "head_dim": 8}, tmp_path)
+    checks.check_trains_on_mod10("mamba2", {"hidden": 16, "layers": 1, "head_dim": 8}, tmp_path)
 
 
 @pytest.mark.gpu
@@ -213,20 +197,17 @@ def test_mamba_negative_scan_matches_the_recurrence_forward_and_gradients():
     inputs = [draw(3, 13, 5), F.softplus(draw(3, 13, 5)), -torch.exp(draw(5, 4))]
     inputs = [v.requires_grad_() for v in inputs + [draw(3, 13, 4), draw(3, 13, 4)]]
     weight = draw(3, 13, 5)
-    y = selective_scan(*inputs, negative=True)
-    y_ref = reference_negative_scan(*inputs)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    scan = functools.partial(selective_scan, negative=True)
+    y = checks.check_matches_reference(
+        scan, reference_negative_scan, inputs, weight, ["x", "delta", "A", "B", "C"]
+    )
     with torch.no_grad():  # the path that keeps no states for backward
-        torch.testing.assert_close(selective_scan(*inputs, negative=True), y, rtol=0, atol=0)
-    grads = torch.autograd.grad((y * weight).sum(), inputs)
-    grads_ref = torch.autograd.grad((y_ref * weight).sum(), inputs)
-    for name, got, want in zip(["x", "delta", "A", "B", "C"], grads, grads_ref, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=f"grad {name}")
+        torch.testing.assert_close(scan(*inputs), y, rtol=0, atol=0)
 
 
 def test_mamba_negative_step_form_equals_forward():
-    check_step_matches_forward(tiny_mamba(negative_eigenvalues=True))
-    check_causal(tiny_mamba(negative_eigenvalues=True))
+    checks.check_step_matches_forward(tiny_mamba(negative_eigenvalues=True))
+    checks.check_causal(tiny_mamba(negative_eigenvalues=True))
 
 
 def test_mamba_negative_eigenvalues_widen_the_transition_range_to_minus_one():
@@ -242,14 +223,14 @@ def test_mamba_negative_eigenvalues_widen_the_transition_range_to_minus_one():
         assert (strong.max() < -0.99) if negative else (strong.min() >= 0 and strong.max() < 0.01)
     # Off, the model is the one it was: same parameters, same logits.
     plain, off = tiny_mamba(), tiny_mamba(negative_eigenvalues=False)
-    ids = random_ids(2, 9)
+    ids = checks.random_ids(2, 9)
     with torch.no_grad():
         torch.testing.assert_close(plain(ids), off(ids), rtol=0, atol=0)
         assert not torch.allclose(plain(ids), tiny_mamba(negative_eigenvalues=True)(ids))
 
 
 def test_mamba_negative_training_steps_reduce_the_loss():
-    check_training_reduces_loss(tiny_mamba(layers=1, negative_eigenvalues=True))
+    checks.check_training_reduces_loss(tiny_mamba(layers=1, negative_eigenvalues=True))
 
 
 @pytest.mark.parametrize("backend", ["mambapy", "mamba_ssm"])

@@ -8,25 +8,15 @@ import torch.nn.functional as F
 
 from countlib.models import build_model
 from countlib.models.minrnn import MinGRUConfig, MinLSTMConfig, g, log_g, log_space_scan
-from tests.test_deltanet import (
-    V,
-    check_autocast_keeps_recurrence_in_fp32,
-    check_causal,
-    check_family_defaults,
-    check_state_dict_round_trip,
-    check_step_matches_forward,
-    check_training_reduces_loss,
-    check_trains_on_mod10,
-    one_thread,  # noqa: F401 (the fixture)
-)
+from tests import family_checks as checks
+from tests.family_checks import V, one_thread  # noqa: F401 (the fixture)
 
 FAMILIES = ["mingru", "minlstm"]
 TINY = {"layers": 2, "hidden": 16, "chunk_size": 4}
 
 
 def tiny(family: str = "mingru", **options):
-    torch.manual_seed(0)
-    return build_model(family, V, **(TINY | options)).eval()
+    return checks.tiny_model(family, TINY, **options)
 
 
 def linear_recurrence(a, b):
@@ -45,13 +35,12 @@ def test_log_space_scan_matches_the_recurrence_forward_and_gradients(chunk_size)
     log_b = torch.randn(2, 17, 5, generator=gen, dtype=torch.float64) * 2
     inputs = [log_a.requires_grad_(), log_b.requires_grad_()]
     weight = torch.randn(2, 17, 5, dtype=torch.float64)
-    h = log_space_scan(*inputs, chunk_size)
-    h_ref = linear_recurrence(log_a.exp(), log_b.exp())
-    torch.testing.assert_close(h, h_ref, rtol=1e-10, atol=1e-10)
-    grads = torch.autograd.grad((h * weight).sum(), inputs)
-    grads_ref = torch.autograd.grad((h_ref * weight).sum(), inputs)
-    for got, want in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    checks.check_matches_reference(
+        lambda a, b: log_space_scan(a, b, chunk_size),
+        lambda a, b: linear_recurrence(a.exp(), b.exp()),
+        inputs,
+        weight,
+    )
 
 
 def test_g_is_positive_continuous_and_its_log_is_finite():
@@ -75,23 +64,23 @@ def test_log_coefficients_are_the_logs_of_the_sequential_ones(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_model_is_causal(family):
-    check_causal(tiny(family))
+    checks.check_causal(tiny(family))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("expand", [1, 2])
 def test_step_form_equals_parallel_forward(family, expand):
-    check_step_matches_forward(tiny(family, expand=expand))
+    checks.check_step_matches_forward(tiny(family, expand=expand))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_few_adamw_steps_reduce_the_loss(family):
-    check_training_reduces_loss(tiny(family, layers=1))
+    checks.check_training_reduces_loss(tiny(family, layers=1))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_state_dict_round_trip(family):
-    check_state_dict_round_trip(lambda: build_model(family, V, hidden=16, layers=1))
+    checks.check_state_dict_round_trip(lambda: build_model(family, V, hidden=16, layers=1))
 
 
 def test_state_size_is_one_vector_per_layer():
@@ -100,7 +89,7 @@ def test_state_size_is_one_vector_per_layer():
 
 
 def test_bf16_autocast_keeps_the_scan_in_fp32():
-    check_autocast_keeps_recurrence_in_fp32(tiny("minlstm"))
+    checks.check_autocast_keeps_recurrence_in_fp32(tiny("minlstm"))
 
 
 def test_config_defaults_and_errors():
@@ -110,9 +99,9 @@ def test_config_defaults_and_errors():
     with pytest.raises(ValueError, match="expand must be >= 1"):
         MinGRUConfig(vocab_size=V, expand=0)
     for family in FAMILIES:
-        check_family_defaults(family)
+        checks.check_family_defaults(family)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_trains_through_the_trainer_on_mod10(family, tmp_path):
-    check_trains_on_mod10(family, {"hidden": 16, "layers": 1}, tmp_path)
+    checks.check_trains_on_mod10(family, {"hidden": 16, "layers": 1}, tmp_path)

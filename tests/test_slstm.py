@@ -8,24 +8,14 @@ import torch.nn.functional as F
 
 from countlib.models import build_model
 from countlib.models.slstm import SLSTMConfig, slstm_cell
-from tests.test_deltanet import (
-    V,
-    check_autocast_keeps_recurrence_in_fp32,
-    check_causal,
-    check_family_defaults,
-    check_state_dict_round_trip,
-    check_step_matches_forward,
-    check_training_reduces_loss,
-    check_trains_on_mod10,
-    one_thread,  # noqa: F401 (the fixture)
-)
+from tests import family_checks as checks
+from tests.family_checks import V, one_thread  # noqa: F401 (the fixture)
 
 TINY = {"layers": 2, "hidden": 16, "heads": 2}
 
 
 def tiny(**options):
-    torch.manual_seed(0)
-    return build_model("slstm", V, **(TINY | options)).eval()
+    return checks.tiny_model("slstm", TINY, **options)
 
 
 def unstabilised(pre_steps):
@@ -88,19 +78,21 @@ def test_heads_are_separate_memories():
 
 
 def test_model_is_causal():
-    check_causal(tiny())
+    checks.check_causal(tiny())
 
 
 def test_step_form_equals_forward():
-    check_step_matches_forward(tiny())
+    checks.check_step_matches_forward(tiny())
 
 
 def test_a_few_adamw_steps_reduce_the_loss():
-    check_training_reduces_loss(tiny(layers=1))
+    checks.check_training_reduces_loss(tiny(layers=1))
 
 
 def test_state_dict_round_trip():
-    check_state_dict_round_trip(lambda: build_model("slstm", V, hidden=16, heads=2, layers=1))
+    checks.check_state_dict_round_trip(
+        lambda: build_model("slstm", V, hidden=16, heads=2, layers=1)
+    )
 
 
 def test_state_size_counts_c_n_m_h():
@@ -113,7 +105,7 @@ def test_init_has_positive_forget_biases():
 
 
 def test_bf16_autocast_keeps_the_cell_in_fp32():
-    check_autocast_keeps_recurrence_in_fp32(tiny())
+    checks.check_autocast_keeps_recurrence_in_fp32(tiny())
 
 
 def test_config_defaults_and_errors():
@@ -121,18 +113,14 @@ def test_config_defaults_and_errors():
     assert (config.layers, config.hidden, config.heads, config.ffn) == (2, 128, 4, 176)
     with pytest.raises(ValueError, match="heads 3 must divide hidden 16"):
         SLSTMConfig(vocab_size=V, hidden=16, heads=3)
-    check_family_defaults("slstm")
+    checks.check_family_defaults("slstm")
 
 
 def test_positions_and_masks_are_ignored():
     model = tiny()
-    ids = torch.randint(0, V, (2, 5))
-    with torch.no_grad():
-        plain = model(ids)
-        extra = model(ids, position_ids=torch.arange(5).expand(2, 5), attention_mask=ids > 3)
-    torch.testing.assert_close(plain, extra, rtol=0, atol=0)
+    plain = checks.check_ignores_positions_and_masks(model, torch.randint(0, V, (2, 5)))
     assert F.softmax(plain, -1).sum(-1).allclose(torch.ones(2, 5))
 
 
 def test_trains_through_the_trainer_on_mod10(tmp_path):
-    check_trains_on_mod10("slstm", {"hidden": 16, "heads": 2, "layers": 1}, tmp_path)
+    checks.check_trains_on_mod10("slstm", {"hidden": 16, "heads": 2, "layers": 1}, tmp_path)

@@ -13,6 +13,7 @@ from countlib.models.transformer import (
     sinusoid_table,
     t5_buckets,
 )
+from tests.family_checks import one_thread  # noqa: F401 (the fixture)
 
 V = 13
 T = 12
@@ -29,15 +30,6 @@ INTEGER_PES = [
 ]
 ALL_PES = INTEGER_PES + ["spe"]
 RELATIVE_PES = ["nope", "rope", "alibi", "t5"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are dispatch-bound: extra threads only add contention on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(pe: str = "nope", **options) -> Transformer:
