@@ -8,7 +8,8 @@ over table cells (`countlib.paper` layouts, `countlib.tables.cell` values): cond
 * **holds**: every condition is met;
 * **does not hold**: a condition is contradicted by runs that can speak to it;
 * **undecided**: runs are missing, or they cannot speak at this scale: a run that did not fit
-  its training data (best IND < `FIT_IND`) says nothing about generalisation, and a claim that
+  its training data (its best validation IND over the run < `FIT_IND`) says nothing about
+  generalisation, and a claim that
   a model *fails* to fit needs a control (another model on the same task) that fits, or a
   small budget would "confirm" it trivially.
 
@@ -80,32 +81,35 @@ class Condition:
         found = _read(cells, self.ref)
         if found is None:
             return Outcome(UNDECIDED, (f"{where}: missing",))
-        ind, ood = found["ind"], found["ood"]
-        reads = f"{where}: {percent(ind)} / {percent(ood)}"
+        # fitting is the run's best validation IND (`countlib.tables.cell` ``fit_ind``), OOD the
+        # table's statistic at its checkpoint rule
+        fit, ood = found["fit_ind"], found["ood"]
+        reads = f"{where}: {percent(found['ind'])} / {percent(ood)}, best IND {percent(fit)}"
         if self.kind == "fits":
             # not fitting within a budget refutes nothing: a longer one may fit
-            met = ind >= self.threshold
-            note = f"{reads} (IND >= {percent(self.threshold)}?)"
-            return Outcome(HOLDS if met else UNDECIDED, (note,))
+            note = f"{reads} (best IND >= {percent(self.threshold)}?)"
+            return Outcome(HOLDS if fit >= self.threshold else UNDECIDED, (note,))
         if self.kind == "fails_to_fit":
-            return self._judge_fails_to_fit(cells, reads, ind)
-        if ind < FIT_IND:
-            return Outcome(UNDECIDED, (f"{reads}: did not fit (IND < {percent(FIT_IND)})",))
+            return self._judge_fails_to_fit(cells, reads, fit)
+        if fit < FIT_IND:
+            return Outcome(UNDECIDED, (f"{reads}: did not fit (best IND < {percent(FIT_IND)})",))
         met = ood >= self.threshold if self.kind == "generalises" else ood <= self.threshold
         sign = ">=" if self.kind == "generalises" else "<="
         return Outcome(
             HOLDS if met else FAILS, (f"{reads} (OOD {sign} {percent(self.threshold)}?)",)
         )
 
-    def _judge_fails_to_fit(self, cells: Cells, reads: str, ind: float) -> Outcome:
+    def _judge_fails_to_fit(self, cells: Cells, reads: str, fit: float) -> Outcome:
         assert self.control is not None
         control = _read(cells, self.control)
-        if control is None or control["ind"] < FIT_IND:
-            why = "missing" if control is None else f"IND {percent(control['ind'])}"
+        if control is None or control["fit_ind"] < FIT_IND:
+            why = "missing" if control is None else f"best IND {percent(control['fit_ind'])}"
             note = f"{reads}: control {_where(self.control)} does not fit ({why})"
             return Outcome(UNDECIDED, (note,))
-        met = ind <= self.threshold
-        return Outcome(HOLDS if met else FAILS, (f"{reads} (IND <= {percent(self.threshold)}?)",))
+        met = fit <= self.threshold
+        return Outcome(
+            HOLDS if met else FAILS, (f"{reads} (best IND <= {percent(self.threshold)}?)",)
+        )
 
 
 def _combine(outcomes: Iterable[Outcome], decisive: str, otherwise: str) -> Outcome:

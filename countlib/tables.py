@@ -65,6 +65,9 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         return {"missing": True, "incomplete": len(chosen)}
     agg = aggregate(finished, by=["task"], rule=rule).iloc[0]
     ood = finished[f"{rule}_ood"].astype(float)
+    # whether a seed fitted its training data: its best validation IND over the whole run (the
+    # checkpoint a rule such as best_ood picks may come before the run fitted)
+    fitted = finished["best_val_ind"].astype(float).fillna(0)
     best_run = finished.loc[ood.fillna(-1).idxmax(), "run"]
     return {
         "missing": False,
@@ -75,8 +78,9 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         "ood_max": ood.max(),
         "runs": list(finished["run"]),
         "best_run": best_run,
+        "fit_ind": float(fitted.max()),
         # seeds that never fitted their training data: their OOD says nothing
-        "unfit": int((finished[f"{rule}_ind"].astype(float).fillna(0) < FIT_IND).sum()),
+        "unfit": int((fitted < FIT_IND).sum()),
         "incomplete": len(chosen) - len(finished),
     }
 
@@ -118,7 +122,7 @@ def _paper_html(c: dict, paper: tuple[float, float] | None) -> str:
 def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str:
     if c["missing"]:
         return f'<td class="cl-missing">missing<br>{_paper_html(c, paper)}</td>'
-    ok = generalised(c["ind"], c["ood"])
+    ok = generalised(c["fit_ind"], c["ood"])
     runs = html.escape(", ".join(c["runs"]))
     text = f"{percent(c['ind'])} / {percent(c['ood'])}"
     link = f'<a href="{run_link}{html.escape(c["best_run"])}" title="{runs}">{text}</a>'

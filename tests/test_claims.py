@@ -9,8 +9,14 @@ from countlib.paper import get_table
 from tests.test_tables import runs_frame
 
 
-def cell(ind: float, ood: float) -> dict:
-    return {"missing": False, "ind": ind, "ood": ood}
+def cell(ind: float, ood: float, best_ind: float | None = None) -> dict:
+    """A table cell; ``best_ind``: the best validation IND of its seeds (default ``ind``)."""
+    return {
+        "missing": False,
+        "ind": ind,
+        "ood": ood,
+        "fit_ind": ind if best_ind is None else best_ind,
+    }
 
 
 def test_every_claim_reads_cells_of_the_paper_tables():
@@ -36,6 +42,9 @@ def test_a_generalisation_claim_needs_a_run_that_fits():
     assert condition.judge({ref: cell(0.30, 0.0)}).verdict == UNDECIDED  # did not train
     assert condition.judge({}).verdict == UNDECIDED
     assert "did not fit" in condition.judge({ref: cell(0.30, 0.0)}).evidence[0]
+    # fitting is judged over the whole run: a run that fitted (best validation IND 100 %) but
+    # whose best-OOD checkpoint came earlier does not generalise, it is not "untrained"
+    assert condition.judge({ref: cell(0.58, 0.035, best_ind=1.0)}).verdict == FAILS
 
 
 def test_a_failure_to_fit_is_judged_only_where_a_control_fits():

@@ -161,8 +161,17 @@ def test_cells_flag_seeds_that_never_fitted_their_training_data():
 
 
 def test_a_run_that_did_not_fit_is_never_shaded_a_success():
-    """OOD 97 % from a model at 50 % IND is not counting inductively: flagged, not green."""
+    """OOD 97 % from a model whose best validation IND is 50 % is not counting inductively:
+    flagged, not green."""
     runs = runs_frame([ROWS[0] | {"best_ood_ind": 0.5}])
     spec = tables.PaperTable("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
     page = tables.render_html(tables.table_frame(runs, spec), spec)
     assert 'class="cl-fail"' in page and "cl-success" not in page and "did not fit" in page
+
+
+def test_a_cell_fits_by_its_seeds_best_validation_accuracy():
+    """The best-OOD checkpoint may predate fitting: fit is the run's best validation IND."""
+    early = ROWS[0] | {"best_ood_ind": 0.58, "best_ood_ood": 0.03, "best_val_ind": 1.0}
+    spec = tables.PaperTable("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
+    c = tables.table_frame(runs_frame([early]), spec).iloc[0, 0]
+    assert (c["ind"], c["fit_ind"], c["unfit"]) == (0.58, 1.0, 0)
