@@ -473,12 +473,29 @@ def cells_of(frames: Mapping[str, Any]) -> dict[CellRef, Mapping[str, Any]]:
 VERDICT_STYLE = {HOLDS: "#c8e6c9", FAILS: "#ffcdd2", UNDECIDED: "#eeeeee"}
 
 
-def findings_html(findings: Iterable[Finding], decided_by: Mapping[int, str] | None = None) -> str:
+#: The profiles from small to large: where a book's own profile was meant to decide a claim and
+#: did not, the next one may.
+SCALES = ("smoke", "laptop", "paper-lite", "paper")
+
+
+def _next_scale(meant: str, current: str | None) -> str:
+    """The profile to point an undecided claim to: the one meant to decide it, or, where that is
+    this book's own (its runs did not settle the claim), the next larger."""
+    if current in SCALES and meant in SCALES and SCALES.index(meant) <= SCALES.index(current):
+        return SCALES[min(SCALES.index(current) + 1, len(SCALES) - 1)]
+    return meant
+
+
+def findings_html(
+    findings: Iterable[Finding],
+    decided_by: Mapping[str, str] | None = None,
+    profile: str | None = None,
+) -> str:
     """The Findings table: each claim, its verdict, its rule and the cells it was judged on.
 
     ``decided_by`` names, per claim key (`Claim.key`), the smallest profile that trains the
     claim's cells at a scale meant to decide it (`countlib.profiles.deciding_profiles`); an
-    undecided claim points to it.
+    undecided claim points to it, or past it where it is the book's own ``profile``.
     """
     findings = list(findings)
     decided_by = decided_by or {}
@@ -490,8 +507,8 @@ def findings_html(findings: Iterable[Finding], decided_by: Mapping[int, str] | N
         links = ", ".join(
             f'<a href="table_{key}.html">Table {html.escape(key)}</a>' for key in claim.tables
         )
-        profile = decided_by.get(claim.key, "paper")
-        decide = f" Decidable with <code>--profile {profile}</code>." if (
+        scale = _next_scale(decided_by.get(claim.key, "paper"), profile)
+        decide = f" Decidable with <code>--profile {scale}</code>." if (
             verdict == UNDECIDED
         ) else ""  # fmt: skip
         evidence = "".join(f"<li>{html.escape(line)}</li>" for line in finding.outcome.evidence)

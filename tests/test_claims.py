@@ -98,3 +98,12 @@ def test_needed_tables_are_real_tables():
         assert isinstance(get_table(key).title, str)
     frame = pd.DataFrame({"NoPE": [cell(0.1, 0.1)]}, index=["Modular (mod 10), 1L"])
     assert claims.cells_of({"2": frame}) == {("2", "Modular (mod 10), 1L", "NoPE"): cell(0.1, 0.1)}
+
+
+def test_an_undecided_claim_points_past_the_book_that_was_meant_to_decide_it():
+    finding = claims.Finding(claims.CLAIMS[2], claims.Outcome(UNDECIDED))
+    meant = {finding.claim.key: "smoke"}
+    assert "--profile paper</code>" in claims.findings_html([finding], meant, profile="paper-lite")
+    assert "--profile smoke</code>" in claims.findings_html([finding], meant, profile=None)
+    assert "--profile laptop</code>" in claims.findings_html([finding], meant, profile="smoke")
+    assert "--profile paper</code>" in claims.findings_html([finding], meant, profile="paper")
