@@ -15,10 +15,10 @@ from countlib.analysis import WHAT
 from countlib.batches import POSITION_SCHEMES
 from countlib.config import PRECISIONS, EvalConfig, OptimConfig, RunConfig
 from countlib.models.backends import BackendUnavailableError
-from countlib.results import CHECKPOINT_RULES
+from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
-from countlib.train.records import RunLockedError
+from countlib.train.records import RunLockedError, evaluation_step
 
 
 def _span(lengths: tuple[int, int]) -> str:
@@ -127,7 +127,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             warmup_steps=args.warmup,
         ),
-        eval=EvalConfig(every=args.eval_every, shift_samples=args.shift_samples),
+        eval=EvalConfig(
+            every=args.eval_every,
+            shift_samples=args.shift_samples,
+            keep_weights=args.keep_weights,
+        ),
         seed=args.seed,
         aux_share=args.aux_share,
         position_scheme=args.positions,
@@ -159,6 +163,15 @@ def _workers(value: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
     return count
+
+
+def _analysed_checkpoint(value: str) -> str:
+    """``analyse --checkpoint``: one of the checkpoint rules or ``step-<N>``, a kept evaluation."""
+    if value in CHECKPOINT_RULES or evaluation_step(value) is not None:
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(CHECKPOINT_RULES)} or step-N (N a whole number), got {value!r}"
+    )
 
 
 def _ind_ood(point: dict[str, object]) -> str:
@@ -305,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--warmup", type=int, help="linear warmup steps")
     tr.add_argument("--eval-every", type=int, default=EvalConfig.every)
     tr.add_argument("--shift-samples", type=int, default=1)
+    tr.add_argument(
+        "--keep-weights",
+        action="store_true",
+        help="keep each evaluation's weights (RUN_DIR/evaluations/), for --what development",
+    )
     tr.add_argument("--seed", type=int, default=1234)
     tr.add_argument("--aux-share", type=float, help="auxiliary share for mixture tasks")
     tr.add_argument("--positions", choices=POSITION_SCHEMES, help="position-id scheme")
@@ -334,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     an.add_argument("run_dir")
     an.add_argument("--what", required=True, choices=WHAT, help="the analysis")
-    an.add_argument("--checkpoint", choices=CHECKPOINT_RULES, default="best_ood")
+    an.add_argument(
+        "--checkpoint",
+        type=_analysed_checkpoint,
+        default=ANALYSED_CHECKPOINT,
+        help=f"{', '.join(CHECKPOINT_RULES)} or step-N (an evaluation kept with --keep-weights)",
+    )
     an.add_argument("--per-split", type=int, default=64, help="sequences of each split (val, ood)")
     an.add_argument("--out", help="directory for the tables, numbers and figures (default: "
                     "RUN_DIR/analysis)")  # fmt: skip

@@ -75,6 +75,10 @@ class EvalConfig:
     #: Position-shift draws per evaluation example (only random schemes use more than one).
     shift_samples: int = 1
     seed: int = 0
+    #: Keep each evaluation's weights (``evaluations/step-<step>.safetensors``), for the
+    #: development analysis. Not part of `RunConfig.config_hash`: it changes what is kept on
+    #: disk, not what is trained.
+    keep_weights: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -225,6 +229,8 @@ class RunConfig:
         the value that reproduces the earlier runs, so adding an option renames no run.
         """
         data = self.resolve().to_dict()
+        # what is kept on disk, not what is trained: the same run with or without it
+        del data["eval"]["keep_weights"]
         later = getattr(get_family(self.model).config, "LATER_OPTIONS", {})
         for key, neutral in later.items():
             if data["model_options"].get(key) == neutral:

@@ -12,6 +12,10 @@ from countlib.train.records import SET_ASIDE_MARK, RunDir, RunRecordError
 
 #: Which checkpoint's numbers a table reports.
 CHECKPOINT_RULES = ("best_ood", "best_val", "final")
+#: The checkpoint an analysis reads by default: the run's best validation (IND) accuracy, i.e.
+#: the model as fitted. Whether it fits is then the tables' test (best validation IND), and a run
+#: whose best-OOD checkpoint came before it fitted is still analysed as the model it became.
+ANALYSED_CHECKPOINT = "best_val"
 
 
 class BrokenRunWarning(UserWarning):

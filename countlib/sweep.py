@@ -13,8 +13,9 @@ A spec is a mapping (a Python dict or a YAML file)::
 Top-level keys other than ``name``, ``description`` and ``grid`` are defaults of every grid
 entry. In an entry, every list value expands as a cartesian product. Keys that are fields of
 `RunConfig`, `OptimConfig` or `EvalConfig` go there (``seeds`` is ``seed``, ``eval_every`` is
-the evaluation interval, ``eval_batch_size`` its batch; ``betas: [0.9, 0.99]`` is one pair, a
-list of pairs sweeps them); ``table`` and ``family`` are tags kept
+the evaluation interval, ``eval_batch_size`` its batch, ``keep_weights: true`` keeps each
+evaluation's weights; ``betas: [0.9, 0.99]`` is one pair, a list of pairs sweeps them);
+``table`` and ``family`` are tags kept
 with each run for filtering and for the book; every other key is a model option, validated by
 `RunConfig`. Runs with the same config hash are merged, their tables joined.
 
@@ -71,6 +72,7 @@ EVAL_KEYS = {
     "eval_every": "every",
     "eval_batch_size": "batch_size",
     "shift_samples": "shift_samples",
+    "keep_weights": "keep_weights",
 }
 
 EXECUTORS = ("sequential", "pool", "ray")
@@ -138,6 +140,8 @@ def expand(spec: Mapping[str, Any]) -> list[SweepRun]:
             if run.name in merged:
                 known = merged[run.name]
                 known.tables += tuple(t for t in run.tables if t not in known.tables)
+                # outside the hash: one entry that keeps each evaluation's weights is enough
+                known.config.eval.keep_weights |= run.config.eval.keep_weights
             else:
                 merged[run.name] = run
     seed_order: dict[int, int] = {}

@@ -432,10 +432,12 @@ def test_the_cli_writes_data_numbers_and_figures_next_to_the_run(tiny_runs, tmp_
     assert main(["analyse", str(run), "--what", "pca", "--per-split", "4"]) == 0
     out = run / "analysis"
     assert {p.name for p in out.iterdir()} == {
-        "pca-best_ood-points.csv", "pca-best_ood-probe.csv", "pca-best_ood.json",
-        "pca-best_ood-pca.png",
-    }  # fmt: skip
-    numbers = json.loads((out / "pca-best_ood.json").read_text())
+        "pca-best_val-points.csv",
+        "pca-best_val-probe.csv",
+        "pca-best_val.json",
+        "pca-best_val-pca.png",
+    }  # fmt: skip  (by default the model as fitted: its best validation checkpoint)
+    numbers = json.loads((out / "pca-best_val.json").read_text())
     assert 0 <= numbers["numbers"]["probe_ood"] <= 1 and "count mod 10" in numbers["text"]
     for what in ("attention", "probe", "patch", "development"):
         args = ["analyse", str(run), "--what", what, "--per-split", "4", "--out", str(tmp_path)]
@@ -473,7 +475,7 @@ def test_pick_runs_prefers_the_papers_runs():
         ("mod10", "transformer", "rope", 1), ("mod10", "lstm", None, 1),
     ]  # fmt: skip
     runs = pd.DataFrame(rows, columns=["task", "model", "pe", "layers"]).assign(
-        status="complete", best_ood_ind=1.0, run=[f"r{i}" for i in range(len(rows))],
+        status="complete", best_val_ind=1.0, run=[f"r{i}" for i in range(len(rows))],
         path=[f"/runs/r{i}" for i in range(len(rows))],
     )  # fmt: skip
     chosen = pick_runs(runs)
@@ -497,3 +499,95 @@ def test_the_notebook_runs_under_papermill(tiny_runs, tmp_path):
     assert text.count("image/png") >= 8
     assert 'id=\\"claim-16\\"' in text and 'id=\\"claim-17\\"' in text  # JSON-escaped
     assert "<b>undecided</b>" in text
+
+
+# -- a run that keeps every evaluation's weights: a dense development trajectory ---------------
+
+KEPT_SPEC = {
+    "name": "kept evaluations",
+    "steps": 10,
+    "eval_every": 4,
+    "seeds": [1234],
+    "lr": 0.01,
+    "warmup_steps": 0,
+    "eval_batch_size": 256,
+    "keep_weights": True,
+    "grid": [{"task": "mod10", "model": "lstm", "hidden": 16}],
+}
+KEPT_STEPS = [0, 4, 8, 10]  # every 4 steps, the untrained model and the final step
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory) -> Path:
+    """The run directory of `KEPT_SPEC`, trained."""
+    root = tmp_path_factory.mktemp("kept")
+    (planned,) = expand(KEPT_SPEC)
+    assert planned.config.eval.keep_weights
+    run_all([planned], root / "runs")
+    return root / "runs" / planned.name
+
+
+def test_keep_weights_keeps_each_evaluation_and_renames_no_run(kept_run):
+    from countlib.train.records import RunDir
+
+    run = RunDir(kept_run)
+    assert run.kept_evaluations() == KEPT_STEPS
+    assert sorted(p.name for p in run.evaluations.iterdir()) == sorted(
+        f"step-{step}.safetensors" for step in KEPT_STEPS
+    )
+    assert run.evaluation_weights(4) == kept_run / "evaluations" / "step-4.safetensors"
+    (kept,) = expand(KEPT_SPEC)
+    (plain,) = expand({k: v for k, v in KEPT_SPEC.items() if k != "keep_weights"})
+    assert not plain.config.eval.keep_weights
+    assert kept.config.config_hash() == plain.config.config_hash() and kept.name == plain.name
+    # a write cut short at an evaluation is cleaned up with the other records' temporaries
+    stale = run.evaluations / ".step-12.safetensors.abc123.tmp"
+    stale.write_bytes(b"")
+    run.remove_stale_temp_files()
+    assert not stale.exists() and run.kept_evaluations() == KEPT_STEPS
+
+
+def test_development_has_a_point_at_every_kept_evaluation(kept_run):
+    from countlib.analysis import kept_checkpoints
+
+    kept = kept_checkpoints(kept_run)
+    assert [step for _, step in kept] == KEPT_STEPS
+    summary = json.loads((kept_run / "summary.json").read_text())
+    named = {summary[name]["step"]: name for name in ("final", "best_val", "best_ood")}
+    # a named checkpoint is preferred at its step
+    assert dict((step, name) for name, step in kept) == {
+        step: named.get(step, f"step-{step}") for step in KEPT_STEPS
+    }
+    table = development(kept_run, per_split=4)
+    assert sorted(set(table["step"])) == KEPT_STEPS
+    assert table.drop_duplicates("step")["run_ind"].notna().all()
+
+
+def test_a_kept_evaluation_loads_as_checkpoint_step_n(kept_run, capsys):
+    from countlib.analysis import load_run
+    from countlib.train.checkpoint import load_state
+    from countlib.train.reload import load_run_model
+
+    _, final = load_run_model(kept_run, "step-10")
+    last = load_state(kept_run / "last.pt")["model"]
+    assert all(torch.equal(value, last[key]) for key, value in final.state_dict().items())
+    _, untrained = load_run_model(kept_run, "step-0")
+    assert not all(torch.equal(v, last[k]) for k, v in untrained.state_dict().items())
+    run = load_run(kept_run, "step-4")
+    ind_metric, ood_metric = run.task.ind_metric, run.task.ood_metric
+    rows = pd.read_csv(kept_run / "eval.csv").query("step == 4")
+    value = rows.set_index(["split", "metric"])["value"]
+    assert run.point == {
+        "step": 4,
+        "ind": value[("val", ind_metric)],
+        "ood": value[("ood", ood_metric)],
+    }
+    with pytest.raises(FileNotFoundError, match="kept steps: 0, 4, 8, 10"):
+        load_run_model(kept_run, "step-5")
+    with pytest.raises(ValueError, match="step-N"):
+        load_run(kept_run, "step-five")
+    assert main(["analyse", str(kept_run), "--what", "pca", "--checkpoint", "step-5"]) == 2
+    assert "kept steps: 0, 4, 8, 10" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["analyse", str(kept_run), "--what", "pca", "--checkpoint", "latest"])
+    assert "best_ood, best_val, final or step-N" in capsys.readouterr().err

@@ -244,3 +244,21 @@ def test_a_run_in_progress_is_locked_against_a_second_trainer(tmp_path):
     with run.lock(), pytest.raises(RunLockedError, match="another process"):
         train(config, tmp_path, device="cpu", progress=False)
     assert train(config, tmp_path, device="cpu", progress=False).status == "complete"
+
+
+def test_keep_weights_from_the_command_line_and_none_kept_by_default(tmp_path):
+    from countlib.cli import main
+
+    args = ["train", "--task", "mod10", "--model", "lstm", "--hidden", "8", "--steps", "3",
+            "--eval-every", "2", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main([*args, "--runs-dir", str(tmp_path / "kept"), "--keep-weights"]) == 0
+    (kept,) = (tmp_path / "kept").iterdir()
+    assert sorted(p.name for p in (kept / "evaluations").iterdir()) == [
+        "step-0.safetensors", "step-2.safetensors", "step-3.safetensors",
+    ]  # fmt: skip
+    assert json.loads((kept / "config.json").read_text())["eval"]["keep_weights"] is True
+    assert main([*args, "--runs-dir", str(tmp_path / "plain")]) == 0
+    (plain,) = (tmp_path / "plain").iterdir()
+    assert plain.name == kept.name and not (plain / "evaluations").exists()
+    with pytest.raises(FileNotFoundError, match="kept none"):
+        load_run_model(plain, "step-2")

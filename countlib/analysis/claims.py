@@ -30,6 +30,7 @@ from typing import Any
 
 from countlib.claims import FAILS, HOLDS, UNDECIDED, Outcome, combine_all
 from countlib.report import FIT_IND, percent
+from countlib.results import ANALYSED_CHECKPOINT
 
 #: Claim 16: OOD probe accuracy (count mod 10, chance 10 %) at or above which a model clusters,
 #: at or below which it does not. Ours: the paper judged its figure by eye.
@@ -200,7 +201,7 @@ def measure_runs(
     claim: AnalysisClaim,
     run_dirs: Iterable[str | Path],
     *,
-    checkpoint: str = "best_ood",
+    checkpoint: str = ANALYSED_CHECKPOINT,
     per_split: int = 64,
 ) -> list[Measure]:
     """``claim``'s number for each finished run it reads among ``run_dirs``; runs that did not
@@ -225,7 +226,7 @@ def measure_runs(
 def judge_analysis_claims(
     run_dirs: Iterable[str | Path],
     *,
-    checkpoint: str = "best_ood",
+    checkpoint: str = ANALYSED_CHECKPOINT,
     per_split: int = 64,
     claims: Sequence[AnalysisClaim] = ANALYSIS_CLAIMS,
 ) -> list[AnalysisFinding]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from countlib.analysis.claims import AnalysisFinding, judge_analysis_claims
+from countlib.results import ANALYSED_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ ROLES = {
 }
 
 
-def pick_runs(runs: pd.DataFrame, rule: str = "best_ood") -> dict[str, list[str]]:
+def pick_runs(runs: pd.DataFrame, rule: str = ANALYSED_CHECKPOINT) -> dict[str, list[str]]:
     """Run directories for each of `ROLES`, from a page's finished runs (a
     `countlib.manifest.RunTable`'s ``runs``); per slot the run of the preferred depth (else the
     shallowest) that fits best (IND at the checkpoint ``rule``)."""
@@ -95,7 +96,7 @@ def runs_used(chosen: dict[str, list[str]]) -> str:
 
 
 def show_analyses(
-    paths: Sequence[str], what: str, *, checkpoint: str = "best_ood", per_split: int = 64
+    paths: Sequence[str], what: str, *, checkpoint: str = ANALYSED_CHECKPOINT, per_split: int = 64
 ) -> None:
     """Each run's analysis ``what``: its sentence and its figures. For attention, one figure
     compares the runs' position sensitivity."""
@@ -133,7 +134,7 @@ def _pct(value: float | None) -> str:
 
 
 def judge_page(
-    runs: pd.DataFrame, *, checkpoint: str = "best_ood", per_split: int = 64
+    runs: pd.DataFrame, *, checkpoint: str = ANALYSED_CHECKPOINT, per_split: int = 64
 ) -> list[AnalysisFinding]:
     """Claims 16 and 17 on a page's finished runs."""
     done = runs[runs["status"] == "complete"] if len(runs) else runs

@@ -3,6 +3,7 @@ made exactly as evaluation makes them (same collator, same position-id draw)."""
 
 from __future__ import annotations
 
+import csv
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,12 @@ from torch import nn
 
 from countlib.batches import Batch, Collator
 from countlib.config import RunConfig
-from countlib.results import CHECKPOINT_RULES
+from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES
 from countlib.tasks import Example, Task
-from countlib.train.records import RunDir
+from countlib.train.records import RunDir, evaluation_step
 
-#: The checkpoints an analysis can read, as the tables name them; "final" is ``last.pt``.
+#: The checkpoints an analysis can read, as the tables name them; "final" is ``last.pt``. A run
+#: trained with ``eval.keep_weights`` also has ``step-<N>``, the weights of each evaluation.
 CHECKPOINTS = CHECKPOINT_RULES
 _RELOAD_NAMES = {"best_ood": "best_ood", "best_val": "best_val", "final": "last"}
 #: The splits a batch mixes by default: in-distribution lengths and extrapolation lengths.
@@ -61,8 +63,16 @@ class AnalysisRun:
 
     @property
     def point(self) -> dict[str, Any]:
-        """The summary's record of this checkpoint: step, IND and OOD accuracy."""
-        return self.summary.get(self.checkpoint) or {}
+        """The summary's record of this checkpoint: step, IND and OOD accuracy; for a kept
+        evaluation (``step-<N>``), those of eval.csv at that step, in the task's metrics."""
+        step = evaluation_step(self.checkpoint)
+        if step is None:
+            return self.summary.get(self.checkpoint) or {}
+        metrics = self.summary.get("metrics") or {
+            "ind": f"val/{self.task.ind_metric}",
+            "ood": f"ood/{self.task.ood_metric}",
+        }
+        return evaluation_point(RunDir(self.path), step, metrics)
 
     def batch(
         self, splits: tuple[str, ...] = DEFAULT_SPLITS, per_split: int = 64, seed: int | None = None
@@ -90,20 +100,37 @@ def spread(items: list, n: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best_ood") -> AnalysisRun:
-    """The run at ``run_dir`` with the weights of ``checkpoint`` (one of `CHECKPOINTS`)."""
+def evaluation_point(run: RunDir, step: int, metrics: dict[str, str]) -> dict[str, Any]:
+    """Step, IND and OOD of the evaluation at ``step`` as eval.csv records them; ``metrics``
+    names the IND and OOD metrics as summary.json does (``{"ind": "val/acc", ...}``)."""
+    wanted = {tuple(name.split("/", 1)): key for key, name in metrics.items()}
+    point: dict[str, Any] = {"step": step, "ind": None, "ood": None}
+    with open(run.eval_log, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            key = wanted.get((row["split"], row["metric"]))
+            if key is not None and int(row["step"]) == step:
+                point[key] = float(row["value"]) if row["value"] else None
+    return point
+
+
+def load_run(run_dir: str | Path, checkpoint: str = ANALYSED_CHECKPOINT) -> AnalysisRun:
+    """The run at ``run_dir`` with the weights of ``checkpoint`` (one of `CHECKPOINTS`, or
+    ``step-<N>``, an evaluation the run kept with ``eval.keep_weights``)."""
     from countlib.train.reload import load_run_model
     from countlib.train.trainer import task_for
 
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"unknown checkpoint {checkpoint!r}; choose from {', '.join(CHECKPOINTS)}")
+    if checkpoint not in CHECKPOINTS and evaluation_step(checkpoint) is None:
+        raise ValueError(
+            f"unknown checkpoint {checkpoint!r}; choose from {', '.join(CHECKPOINTS)} or step-N "
+            "(an evaluation kept with eval.keep_weights)"
+        )
     run = RunDir(run_dir)
     if not run.config.exists():
         raise FileNotFoundError(
             f"{run.path} is not a run directory (no config.json); give a directory that "
             "`countlib train` or a sweep wrote"
         )
-    config, model = load_run_model(run.path, _RELOAD_NAMES[checkpoint])
+    config, model = load_run_model(run.path, _RELOAD_NAMES.get(checkpoint, checkpoint))
     model.eval()
     task = task_for(config)
     collator = Collator(
@@ -114,12 +141,16 @@ def load_run(run_dir: str | Path, checkpoint: str = "best_ood") -> AnalysisRun:
 
 
 def kept_checkpoints(run_dir: str | Path) -> list[tuple[str, int]]:
-    """(checkpoint, step) of every checkpoint the run keeps, by step; a checkpoint saved at the
-    step of an earlier one is the same weights and left out."""
-    summary = RunDir(run_dir).read_summary()
+    """(checkpoint, step) of every checkpoint the run keeps, by step: the named ones and each
+    kept evaluation (``step-<N>``, with ``eval.keep_weights``). A checkpoint saved at the step
+    of an earlier one is the same weights and left out; the named one is preferred."""
+    run = RunDir(run_dir)
+    summary = run.read_summary()
     seen: dict[int, str] = {}
     for name in CHECKPOINTS:
         point = summary.get(name) or {}
         if point.get("step") is not None:
             seen.setdefault(int(point["step"]), name)
+    for step in run.kept_evaluations():
+        seen.setdefault(step, f"step-{step}")
     return [(name, step) for step, name in sorted(seen.items())]

@@ -28,6 +28,7 @@ from countlib.analysis.runs import AnalysisRun, load_run
 from countlib.analysis.states import capture, has_attention
 from countlib.analysis.trajectory import development, plot_development
 from countlib.batches import FLOAT_SCHEMES
+from countlib.results import ANALYSED_CHECKPOINT
 
 #: The count is read mod this in PCA colours and the mod probe (the paper's mod 10).
 MODULUS = 10
@@ -270,7 +271,7 @@ ANALYSES: dict[str, Callable[[AnalysisRun, int], tuple]] = dict(
 
 
 def analyse(
-    run_dir: str | Path, what: str, checkpoint: str = "best_ood", *, per_split: int = 64
+    run_dir: str | Path, what: str, checkpoint: str = ANALYSED_CHECKPOINT, *, per_split: int = 64
 ) -> Analysis:
     """Analysis ``what`` (one of `WHAT`) of the run at ``run_dir`` at ``checkpoint``, on
     ``per_split`` sequences of each of its val and ood splits."""

@@ -2,8 +2,9 @@
 `countlib.analysis.probe` at every checkpoint a run keeps, on the same batch.
 
 A run keeps its best-val, best-OOD and final weights (`countlib.train.records.RunDir`), so the
-trajectory has at most three points; a denser one needs the trainer to keep each evaluation's
-weights.
+trajectory has at most three points; a run trained with ``eval.keep_weights`` (``countlib train
+--keep-weights``, ``keep_weights: true`` in a sweep spec) also keeps each evaluation's weights,
+and the trajectory has a point at every evaluation.
 """
 
 from __future__ import annotations

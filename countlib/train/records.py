@@ -14,6 +14,8 @@ Layout::
         summary.json       status, final and best metrics
         last.pt            full training state (exact resume)
         best_val.safetensors, best_ood.safetensors   model weights
+        evaluations/step-<step>.safetensors   model weights at every evaluation (only with
+                           eval.keep_weights), read as checkpoint ``step-<step>``
         COMPLETE           written last; its presence means the run is final
 """
 
@@ -26,6 +28,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +36,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+#: The checkpoint name of the weights kept at one evaluation (`RunDir.evaluation_weights`).
+EVALUATION_CHECKPOINT = re.compile(r"step-(\d+)")
+
+
+def evaluation_step(checkpoint: str) -> int | None:
+    """The step of a checkpoint named ``step-<step>`` (a kept evaluation), else None."""
+    match = EVALUATION_CHECKPOINT.fullmatch(checkpoint)
+    return int(match.group(1)) if match else None
 
 
 def temp_file_beside(path: Path) -> tuple[int, str]:
@@ -144,6 +156,8 @@ class RunDir:
     best_val = property(lambda self: self.path / "best_val.safetensors")
     best_ood = property(lambda self: self.path / "best_ood.safetensors")
     complete_marker = property(lambda self: self.path / "COMPLETE")
+    #: The weights of every evaluation, for runs with ``eval.keep_weights``.
+    evaluations = property(lambda self: self.path / "evaluations")
     #: Locked by the process training the run, and naming it ("pid <pid> on <host>").
     lock_file = property(lambda self: self.path / ".lock")
 
@@ -197,6 +211,16 @@ class RunDir:
         if kind not in TALLIES:
             raise ValueError(f"unknown tally {kind!r}; choose from {', '.join(TALLIES)}")
         return self.path / f"per_{kind}.csv"
+
+    def evaluation_weights(self, step: int) -> Path:
+        """The weights kept at the evaluation of ``step`` (``eval.keep_weights``)."""
+        return self.evaluations / f"step-{step}.safetensors"
+
+    def kept_evaluations(self) -> list[int]:
+        """The steps whose evaluation's weights the run kept, in order."""
+        found = self.evaluations.glob("step-*.safetensors")
+        steps = (evaluation_step(path.name.removesuffix(".safetensors")) for path in found)
+        return sorted(step for step in steps if step is not None)
 
     def is_complete(self) -> bool:
         """COMPLETE is present: the run is final. Its records may still be broken (a truncated
@@ -259,6 +283,7 @@ class RunDir:
             self.last,
             self.best_val,
             self.best_ood,
+            *(self.evaluation_weights(step) for step in self.kept_evaluations()),
             self.complete_marker,
         ]
 
@@ -268,8 +293,11 @@ class RunDir:
         no live writer owns one. Other files' temporaries (the table of a ``countlib eval``
         running right now) are left alone."""
         for record in self.trainer_records():
-            for stale in self.path.glob(f".{record.name}.*.tmp"):
+            for stale in record.parent.glob(f".{record.name}.*.tmp"):
                 stale.unlink(missing_ok=True)
+        # an evaluation's weights whose write was cut short were never kept: not listed above
+        for stale in self.evaluations.glob(".step-*.safetensors.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def environment_record(device: str, precision: str, backends: dict[str, str]) -> dict[str, Any]:

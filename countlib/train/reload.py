@@ -17,7 +17,7 @@ from countlib.metrics import EvalResult
 from countlib.models import build_model
 from countlib.train.checkpoint import CheckpointError, load_model_weights, load_state
 from countlib.train.evaluate import evaluate
-from countlib.train.records import RunDir, RunRecordError, atomic_write_csv
+from countlib.train.records import RunDir, RunRecordError, atomic_write_csv, evaluation_step
 from countlib.train.trainer import resolve_device, task_for
 
 
@@ -28,6 +28,8 @@ class EvalReport:
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str = "last") -> tuple[RunConfig, nn.Module]:
+    """The run's config and its model at ``checkpoint``: last, best_val, best_ood, or
+    ``step-<N>``, the weights kept at the evaluation of step N (``eval.keep_weights``)."""
     run = RunDir(run_dir)
     if not run.config.exists():
         raise FileNotFoundError(f"{run.path} is not a run directory (no config.json)")
@@ -44,9 +46,29 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "last") -> tuple[RunCo
             raise CheckpointError(f"{run.last} does not match this model: {err}") from None
     elif checkpoint in ("best_val", "best_ood"):
         load_model_weights(model, getattr(run, checkpoint), config_hash)
+    elif (step := evaluation_step(checkpoint)) is not None:
+        load_model_weights(model, _kept_evaluation(run, step), config_hash)
     else:
-        raise ValueError(f"unknown checkpoint {checkpoint!r}; choose last, best_val or best_ood")
+        raise ValueError(
+            f"unknown checkpoint {checkpoint!r}; choose last, best_val, best_ood or step-N "
+            "(an evaluation kept with eval.keep_weights)"
+        )
     return config, model
+
+
+def _kept_evaluation(run: RunDir, step: int) -> Path:
+    """The weights kept at the evaluation of ``step``; else FileNotFoundError naming the steps
+    the run kept."""
+    path = run.evaluation_weights(step)
+    if not path.exists():
+        kept = run.kept_evaluations()
+        where = (
+            f"kept steps: {', '.join(map(str, kept))}"
+            if kept
+            else "it kept none (train it with eval.keep_weights, countlib train --keep-weights)"
+        )
+        raise FileNotFoundError(f"{run.path} kept no evaluation's weights at step {step}; {where}")
+    return path
 
 
 def _checked_hash(run: RunDir, config: RunConfig) -> str:

@@ -2,7 +2,8 @@
 
 The loop draws batches on the fly from the task's seeded sampler, evaluates every
 ``eval.every`` steps on all of the task's splits, and checkpoints the full training state at
-each evaluation so that a killed run resumes exactly where its last checkpoint left it.
+each evaluation so that a killed run resumes exactly where its last checkpoint left it. With
+``eval.keep_weights`` it also keeps the model weights of every evaluation (step 0 included).
 """
 
 from __future__ import annotations
@@ -436,8 +437,15 @@ class Trainer:
                     self.tally_rows[kind].append([self.step, split, key, correct, total])
         self._update_best(results)
         if self.accelerator.is_main_process:
+            if self.config.eval.keep_weights:
+                # before last.pt: a run killed in between evaluates this step again on resume
+                self._save_weights(self.run.evaluation_weights(self.step))
             save_state(self.run.last, self._state(), self.hash)
             self._write_history()
+
+    def _save_weights(self, path: Path) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        save_weights(path, model, {"step": str(self.step), "config_hash": self.hash})
 
     def _update_best(self, results: dict[str, EvalResult]) -> None:
         """Keep the best trained checkpoint by IND and by OOD (the task's metrics).
@@ -460,8 +468,7 @@ class Trainer:
                 continue
             self.best[key] = point
             if self.accelerator.is_main_process:
-                model = self.accelerator.unwrap_model(self.model)
-                save_weights(path, model, {"step": str(self.step), "config_hash": self.hash})
+                self._save_weights(path)
 
     def _write_static_records(self) -> None:
         if not self.accelerator.is_main_process:
