@@ -64,14 +64,15 @@ book, which names the profile meant to decide it (`deciding_profiles`).
 and RoPE with BOS, Table A4, d = 32), 8 and 10 (mod 10 without BOS, Table 2: 1 layer at d = 128, 2
 and 4 layers at d = 32), 15 (the causal mask marks the first token, Table A6 at d = 4, 3 seeds), 20
 (the Elman RNN, Table A1, width 64-128), 21 and 24 for S4 (S4 on Table A1's tasks, width 32).
-``laptop`` adds six: 4, 11 and 13 (Table 2 on Helper Token, Selective, Selective + mod 4), 7 (Table
-A8), 12 (Table A7, d = 64) and 19 (the LSTM, Table A1, width 64-128). Both keep the paper's batch
-size (32), with a Transformer warmup of 100 steps (none for the probes). The claims they leave to
-``paper-lite`` (1, 2, 5, 6, 9, 14, 22, 23, 24 for Mamba and RWKV-6) had cells that did not fit at
-CPU budgets (``experiments/claims_selection.md``: Vanilla + Succession and Shifted Start at 1,500
-steps, SPE on mod 10, Table A5's SinePE at d = 4 and SPE at d = 32 on any of 3 seeds within 5,000
-steps) or families too slow on CPU (Mamba, RWKV-6: 30-110 ms a step). Wall times on the 2-core CPU,
-fresh clone, book included: README.md.
+``laptop`` adds six: 4 (Table 2 on Helper Token, 2 and 4 layers), 12 (Table A7, d = 64), 14 (Table
+A5, 3 seeds), 19 (the LSTM, Table A1, width 64-128) and 24 for Mamba (a task it fits at every
+depth, width 32). Both keep the paper's batch size (32), with a Transformer warmup of 100 steps
+(none for the probes). The claims they leave to ``paper-lite`` (1, 2, 5, 6, 7, 9, 11, 13, 22, 23,
+24 for RWKV-6) had cells that did not fit at CPU budgets (``experiments/claims_selection.md``:
+Vanilla + Succession and Shifted Start at 1,500 steps, SPE on mod 10; Selective, Selective + mod 4
+and Table A8 under mod 10's settings in an earlier laptop book; RWKV-6 at 4 layers on mod 10) or
+read every A1 task of a family too slow on CPU for all of them (Mamba, RWKV-6: 26-140 ms a step).
+Wall times on the 2-core CPU, fresh clone, book included: README.md.
 """
 
 from __future__ import annotations
@@ -312,17 +313,67 @@ _LSTM = _recurrent(
         "selective_mod4": {"lr": 3e-3, "steps": 12000, "eval_every": 2000},
     },
 )
-#: Table 2 on Helper Token, Selective and Selective + mod 4 (claims 4, 11, 13) and Table A8
-#: (claim 7, Shifted Start at other lengths) had no selection runs of their own: they take the
-#: settings chosen on mod 10 at the same depth (SinePE's, the PE that fitted there).
-_TRANSFERRED = tuple(
-    Deciding(("4", "7", "11", "13"), **_transformer(n, *s)) for n, s in _MOD10_SETTINGS.items()
+#: Table 2 on Helper Token at 2 and 4 layers (claim 4) had no selection run of its own: it takes
+#: the settings chosen on mod 10 at the same depth (SinePE's, the PE that fitted there). Claims 7,
+#: 11 and 13 (Table A8, Selective, Selective + mod 4) trained that way in an earlier laptop book
+#: and fitted no cell they read, so they cost a third of its time and decided nothing; they are
+#: left to ``paper-lite``.
+_HELPER_TOKEN = tuple(Deciding(("4",), **_transformer(n, *_MOD10_SETTINGS[n])) for n in (2, 4))
+#: Claim 24 for Mamba reads, at each depth, any Table A1 task Mamba fits: mod 10 where it fitted
+#: in selection, as for S4, else the tasks it fitted instead (claims_selection.md, round 4: at 1
+#: layer mod 10 reached 70 % within 5,000 steps at width 32 and 77 % at 64; Helper Token and
+#: Selective fitted). Width 32, each cell at its chosen lr and first fitting evaluation. RWKV-6's
+#: 4-layer mod 10 reached 94 % within 4,000 steps (140 ms a step): its claim 24 is left to
+#: ``paper-lite``.
+_MAMBA_CELLS = {  # (layers, task): (lr, steps)
+    (1, "helper_token"): (1e-2, 1000), (1, "selective"): (1e-2, 500),
+    (2, "mod10"): (1e-2, 3500), (4, "mod10"): (1e-3, 2000),
+}  # fmt: skip
+_MAMBA = tuple(
+    Deciding(
+        ("24 Mamba",),
+        {"hidden": 32, "lr": lr, "steps": steps, "eval_every": 250 if steps <= 1000 else 500},
+        where={"model": "mamba", "task": task, "layers": layers},
+    )
+    for (layers, task), (lr, steps) in _MAMBA_CELLS.items()
+)
+#: Table A5, the homogeneous first-token probe (claim 14), 3 seeds: each PE that fitted at its
+#: lowest fitting lr and first fitting evaluation (claims_selection.md, rounds 3 and 4: SinePE at
+#: d = 4 needed lr 1e-2, SPE at d = 32 lr 1e-3; at 3e-3 it stayed at 0 % on 3 seeds). NoPE and
+#: RoPE, which the claim says cannot fit, take lr 3e-3 (round 2's) and their row's longest budget.
+_A5_SETTINGS = {  # (d, pe): (lr, steps)
+    (4, "sine"): (1e-2, 3000), (4, "ape"): (3e-3, 500), (4, "spe"): (3e-3, 2000),
+    (32, "sine"): (3e-3, 3000), (32, "ape"): (3e-3, 1500), (32, "spe"): (1e-3, 1000),
+}  # fmt: skip
+
+
+def _probe(lr: float, steps: int) -> dict[str, Any]:
+    return {"lr": lr, "steps": steps, "eval_every": max(steps // 4, 250), "warmup_steps": 0,
+            "seeds": list(PAPER_SEEDS[:3])}  # fmt: skip
+
+
+_HOMOGENEOUS = {"task": "first_token_homogeneous"}
+_A5 = (
+    *(
+        Deciding(("14",), _probe(lr, steps), where={**_HOMOGENEOUS, "hidden": d, "pe": pe})
+        for (d, pe), (lr, steps) in _A5_SETTINGS.items()
+    ),
+    *(
+        Deciding(
+            ("14",),
+            _probe(3e-3, max(s for (w, _), (_, s) in _A5_SETTINGS.items() if w == d)),
+            where={**_HOMOGENEOUS, "hidden": d},
+        )
+        for d in (4, 32)
+    ),
 )
 LAPTOP_DECIDING: tuple[Deciding, ...] = (
     *SMOKE_DECIDING,
+    *_A5,
     _SELECTIVE_BOS,
     *_LSTM,
-    *_TRANSFERRED,
+    *_HELPER_TOKEN,
+    *_MAMBA,
 )
 
 SMOKE = _claims_profile(
@@ -333,7 +384,7 @@ SMOKE = _claims_profile(
 
 LAPTOP = _claims_profile(
     "laptop",
-    "thirteen claims on a 2-core CPU in about 40 minutes; every other cell tiny",
+    "twelve claims on a 2-core CPU in under an hour; every other cell tiny",
     LAPTOP_DECIDING,
 )
 
