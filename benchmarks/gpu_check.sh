@@ -6,7 +6,8 @@
 # 1. the GPU extras (mamba-ssm, causal-conv1d, flash-linear-attention), installed if missing;
 #    without them (no network) the families fall back to countlib's kernels, and the smoke's
 #    summary says which backend each run used;
-# 2. benchmarks/train_throughput.py at the paper's sizes: train_throughput.{txt,json};
+# 2. benchmarks/train_throughput.py at the paper's sizes: train_throughput.{txt,json}, and the
+#    paper grid's GPU-hours from those step times: paper_estimate.txt;
 # 3. a paper-size training smoke of every family with its GPU backend (`countlib sweep` of
 #    smoke.yaml): smoke.txt, smoke_summary.txt and the runs under runs/;
 # 4. the GPU-only tests (pytest -m gpu): pytest_gpu.txt.
@@ -58,6 +59,10 @@ else
 fi
 timeout 240 "$PYTHON" benchmarks/train_throughput.py --device "$DEVICE" "${BENCH[@]}" \
   --out "$FOLDER/train_throughput.json" | tee "$FOLDER/train_throughput.txt"
+# the paper grid's GPU-hours from these measured step times (paper_estimate.txt)
+timeout 60 "$PYTHON" -m countlib sweep --profile paper --dry-run --runs-dir "$FOLDER/runs" \
+  --step-times "$FOLDER/train_throughput.json" | grep -Ev "^(state|todo|part|done) " |
+  tee "$FOLDER/paper_estimate.txt"
 
 step "training smoke of every family"
 if [[ "$TINY" == 1 ]]; then

@@ -248,15 +248,25 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from countlib.profiles import get_profile
-    from countlib.sweep import ExecutorUnavailableError, expand, format_plan, load_spec, run_sweep
+    from countlib.sweep import (
+        ExecutorUnavailableError,
+        expand,
+        format_plan,
+        load_spec,
+        load_step_times,
+        run_sweep,
+    )
     from countlib.sweep import select as select_runs
 
     runs = expand(load_spec(args.spec)) if args.spec else get_profile(args.profile)
     runs = select_runs(
         runs, tasks=args.task or (), families=args.family or (), tables=args.table or ()
     )
+    if args.step_times and not args.dry_run:
+        raise ValueError("--step-times is for the --dry-run estimate; add --dry-run")
     if args.dry_run:
-        print(format_plan(runs, args.runs_dir))
+        step_times = load_step_times(args.step_times) if args.step_times else None
+        print(format_plan(runs, args.runs_dir, step_times))
         return 0
     try:
         report = run_sweep(
@@ -269,6 +279,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             progress=args.executor == "sequential",
             log=lambda line: print(line, flush=True),
             retrain_broken=args.retrain_broken,
+            workers_per_gpu=args.workers_per_gpu,
         )
     except ExecutorUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -405,7 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     sw.add_argument("--workers", type=_workers, help="parallel runs (default: GPUs, or CPU cores)")
     sw.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    sw.add_argument(
+        "--workers-per-gpu",
+        type=_workers,
+        default=1,
+        metavar="K",
+        help="pool executor on GPUs: K workers share each visible GPU (worker i on GPU i // K), "
+        "for families that stacking does not batch (default 1)",
+    )
     sw.add_argument("--dry-run", action="store_true", help="list the runs and GPU-hours only")
+    sw.add_argument(
+        "--step-times",
+        metavar="FILE.json",
+        help="with --dry-run: estimate from the fast path's measured step times, the JSON of "
+        "benchmarks/train_throughput.py (default: the constant V100 model)",
+    )
     sw.add_argument(
         "--retrain-broken",
         action="store_true",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import math
 import multiprocessing
 import os
 import signal
@@ -46,7 +47,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from countlib.config import EvalConfig, OptimConfig, RunConfig, read_yaml
+from countlib.config import EvalConfig, OptimConfig, RunConfig, read_json, read_yaml
 from countlib.paper import get_table
 from countlib.tasks import get_task
 from countlib.train import train
@@ -308,10 +309,159 @@ def gpu_hours(runs: Iterable[SweepRun]) -> float:
     return sum(run_seconds(run.config) for run in runs) / 3600
 
 
-def format_plan(runs: Sequence[SweepRun], runs_dir: str | Path) -> str:
+#: Evaluation runs forward passes only: about a third of a training step's compute per sequence
+#: (one forward, against a forward and a backward twice its cost). A rough rule for measured
+#: steps, which leave evaluation out (`measured_step_seconds`).
+EVAL_FORWARD_SHARE = 1 / 3
+
+
+@dataclass(frozen=True)
+class MeasuredStep:
+    """A fast-path row of benchmarks/train_throughput.py: seconds per training step (without
+    evaluation) at ``layers``, ``hidden`` and ``batch``, of which ``fixed_s`` does not grow
+    with the layers (`load_step_times`)."""
+
+    config: str
+    layers: int
+    hidden: int | None
+    batch: int
+    seconds: float
+    fixed_s: float
+
+    @property
+    def layer_s(self) -> float:
+        return (self.seconds - self.fixed_s) / self.layers
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Measured step times by family (`load_step_times`); ``errors``: configs the benchmark
+    could not measure."""
+
+    source: Path
+    device: str
+    families: dict[str, list[MeasuredStep]]
+    errors: tuple[str, ...] = ()
+
+
+def load_step_times(path: str | Path) -> StepTimes:
+    """The JSON of benchmarks/train_throughput.py as measured steps by family.
+
+    Each ``throughput`` row names its config (``family:key=value,...``; batch 32 unless it sets
+    ``batch``) and the fast path's samples/s: a step takes batch / samples/s. The step is split
+    into a fixed part and a per-layer part in the constant model's proportion at the row's
+    config (STEP_OVERHEAD_S against the layers' share of `step_seconds`). A missing file,
+    invalid JSON, no ``throughput`` list or a malformed row is an error naming the file.
+    """
+    data = read_json(path)  # a missing file is an OSError naming it, bad JSON names the line
+    rows = data.get("throughput") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError(
+            f'{path}: no "throughput" list; expected the JSON of benchmarks/train_throughput.py'
+        )
+    families: dict[str, list[MeasuredStep]] = {}
+    errors = []
+    for index, row in enumerate(rows):
+        if isinstance(row, dict) and "error" in row:
+            errors.append(str(row.get("config", f"row {index}")))
+            continue
+        try:
+            family, step = _measured_step(row)
+        except Exception as err:  # any malformed row: name it rather than fail obscurely
+            raise ValueError(f"{path}: throughput row {index}: {err}") from None
+        families.setdefault(family, []).append(step)
+    device = data.get("device_name") or data.get("device") or "an unknown device"
+    if device == "cpu":
+        device = f"CPU ({data.get('cpu', 'unknown model')})"
+    return StepTimes(Path(path), str(device), families, tuple(errors))
+
+
+def _measured_step(row: Any) -> tuple[str, MeasuredStep]:
+    import yaml
+
+    if not isinstance(row, dict) or not isinstance(row.get("config"), str):
+        raise ValueError('expected an object with a "config" string')
+    spec, samples = row["config"], row.get("fast_samples_s")
+    if isinstance(samples, bool) or not isinstance(samples, int | float) or not samples > 0:
+        raise ValueError(f"{spec!r}: fast_samples_s must be a positive number, got {samples!r}")
+    family, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{spec!r}: {item!r} is not key=value")
+        options[key] = yaml.safe_load(value)
+    # run settings, as the benchmark reads them; every other key is a model option
+    task, batch = options.pop("task", "shifted_start"), options.pop("batch", 32)
+    precision = options.pop("precision", "auto")
+    config = RunConfig(
+        task=task,
+        model=family,
+        model_options=options,
+        optim=OptimConfig(batch_size=batch),
+        precision=precision,
+    )
+    resolved = config.resolve().model_options
+    seconds = batch / samples
+    fixed = seconds * STEP_OVERHEAD_S / step_seconds(config)
+    return family, MeasuredStep(
+        spec, resolved.get("layers", 1), resolved.get("hidden"), batch, seconds, fixed
+    )
+
+
+def _log_distance(value: float | None, measured: float | None) -> float:
+    return abs(math.log(value / measured)) if value and measured else 0.0
+
+
+def measured_step_seconds(config: RunConfig, times: StepTimes) -> float | None:
+    """Seconds per optimizer step of ``config`` on the measured device, evaluation included;
+    None where ``times`` has no row of its family.
+
+    The family's row with the same hidden, layers and batch, else the nearest one (width
+    first, then depth, then batch) scaled by a rough rule: the fixed part as measured, the
+    per-layer part linear in the layers and in the batch and proportional to
+    hidden^2 / measured hidden^2. Evaluation is added per step as `step_seconds` includes it:
+    every split at step 0, every ``eval.every`` steps and at the end, each sequence at
+    EVAL_FORWARD_SHARE of a training sequence's share of the step.
+    """
+    measured = times.families.get(config.model)
+    if not measured:
+        return None
+    resolved = config.resolve()
+    options, batch = resolved.model_options, resolved.optim.batch_size
+    layers, hidden = options.get("layers", 1), options.get("hidden")
+    step = min(
+        measured,
+        key=lambda row: (
+            _log_distance(hidden, row.hidden),
+            abs(layers - row.layers),
+            _log_distance(batch, row.batch),
+        ),
+    )
+    width = (hidden / step.hidden) ** 2 if hidden and step.hidden else 1.0
+    train = step.fixed_s + step.layer_s * layers * width * batch / step.batch
+    return train + _eval_seconds(resolved, train)
+
+
+def _eval_seconds(resolved: RunConfig, train_step_s: float) -> float:
+    """Evaluation seconds per optimizer step of a resolved config (`measured_step_seconds`)."""
+    steps, every = resolved.optim.steps, resolved.eval.every
+    evaluations = steps // every + 1 + (steps % every > 0)
+    splits = get_task(resolved.task).splits.values()
+    sequences = sum(split.lines for split in splits) * resolved.eval.shift_samples
+    per_sequence = EVAL_FORWARD_SHARE * train_step_s / resolved.optim.batch_size
+    return per_sequence * sequences * evaluations / steps
+
+
+def format_plan(
+    runs: Sequence[SweepRun], runs_dir: str | Path, step_times: StepTimes | None = None
+) -> str:
     """The dry-run listing: one line per run with its state in ``runs_dir``, then the totals.
 
-    State: ``done`` (final), ``part`` (has a checkpoint to resume from) or ``todo``.
+    State: ``done`` (final), ``part`` (has a checkpoint to resume from) or ``todo``. The hours
+    are the constant V100 model's (`step_seconds`) unless ``step_times`` gives measured ones
+    (`measured_step_seconds`); a family it lacks falls back to the constant model, reported
+    apart.
     """
     lines = [f"state {'table':<6} {'task':<27} {'model':<11} {'options':<32} seed       steps"]
     left = []
@@ -327,10 +477,44 @@ def format_plan(runs: Sequence[SweepRun], runs_dir: str | Path) -> str:
             f"{state}  {','.join(run.tables) or '-':<6} {config.task:<27} {config.model:<11} "
             f"{options:<32} seed={config.seed:<5} steps={steps:<7} {run.name}"
         )
+    head = f"{len(runs)} runs, {len(runs) - len(left)} final, {len(left)} to train; estimated"
+    if step_times is None:
+        lines.append(
+            f"{head} {gpu_hours(runs):,.1f} V100 GPU-hours in all, at most {gpu_hours(left):,.1f} "
+            "left, by the constant V100 model, not a measurement (countlib.sweep.STEP_OVERHEAD_S "
+            "and LAYER_STEP_S; --step-times FILE.json for measured step times)"
+        )
+        return "\n".join(lines)
+    per_step = {run.name: measured_step_seconds(run.config, step_times) for run in runs}
+    measured = [run for run in runs if per_step[run.name] is not None]
+    fallback = [run for run in runs if per_step[run.name] is None]
+
+    def hours(subset: Iterable[SweepRun]) -> float:
+        return (
+            sum((per_step[r.name] or 0.0) * r.config.resolve().optim.steps for r in subset) / 3600
+        )
+
+    to_train = {run.name for run in left}
+    measured_left = [run for run in measured if run.name in to_train]
+    fallback_left = [run for run in fallback if run.name in to_train]
+    device = step_times.device
     lines.append(
-        f"{len(runs)} runs, {len(runs) - len(left)} final, {len(left)} to train; estimated "
-        f"{gpu_hours(runs):,.1f} V100 GPU-hours in all, at most {gpu_hours(left):,.1f} left "
-        "(per-step times: countlib.sweep.STEP_OVERHEAD_S and LAYER_STEP_S)"
+        f"{head} {hours(measured):,.1f} GPU-hours on {device} in all, at most "
+        f"{hours(measured_left):,.1f} left, from measured step times: "
+        f"{len(measured_left)} of the {len(left)} runs to train measured, "
+        f"{len(fallback_left)} by the constant model"
+    )
+    if fallback:
+        families = ", ".join(sorted({run.config.model for run in fallback}))
+        lines.append(
+            f"fallback: no measured row of {families} in the file, so the constant V100 model: "
+            f"{gpu_hours(fallback):,.1f} V100 GPU-hours in all, at most "
+            f"{gpu_hours(fallback_left):,.1f} left, not included above"
+        )
+    unmeasured = f"; rows the benchmark could not measure: {', '.join(step_times.errors)}"
+    lines.append(
+        f"step times: the fast path on {device}, from {step_times.source}"
+        + (unmeasured if step_times.errors else "")
     )
     return "\n".join(lines)
 
@@ -450,12 +634,15 @@ def run_sweep(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     retrain_broken: bool = False,
+    workers_per_gpu: int = 1,
 ) -> SweepReport:
     """Train every run of the sweep that is not final yet and report on all of them.
 
     ``executor``: ``sequential`` trains in this process; ``pool`` trains ``workers`` runs at a
     time in worker processes: one per visible GPU (``CUDA_VISIBLE_DEVICES`` set per process)
-    or, on CPU, ``workers`` processes (default: one per core); ``ray`` submits each run as a
+    or, on CPU, ``workers`` processes (default: one per core); with ``workers_per_gpu`` K,
+    K workers share each GPU (worker i on GPU i // K; for families that stacking does not
+    batch, whose small runs leave a GPU mostly idle); ``ray`` submits each run as a
     Ray task with one GPU, or one CPU, to the cluster at ``address`` (None: a local instance
     with ``workers`` CPUs). With Ray, countlib must be installed on every node and ``runs_dir``
     must be on a shared file system. Every executor trains at the thread policy's count
@@ -473,6 +660,10 @@ def run_sweep(
         raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers_per_gpu < 1:
+        raise ValueError(f"workers per GPU must be at least 1, got {workers_per_gpu}")
+    if workers_per_gpu != 1 and executor != "pool":
+        raise ValueError(f"workers per GPU is an option of the pool executor, not {executor}")
     runs_dir = Path(runs_dir).resolve()
     unique = {r.name: r for r in (r if isinstance(r, SweepRun) else SweepRun(r) for r in runs)}
     ordered = list(unique.values())
@@ -504,7 +695,7 @@ def run_sweep(
             for run in todo:
                 record_or_wait(run_one(run.config, runs_dir, device, progress))
         elif executor == "pool":
-            _run_pool(todo, runs_dir, device, workers, progress, record_or_wait)
+            _run_pool(todo, runs_dir, device, workers, progress, record_or_wait, workers_per_gpu)
         else:
             _run_ray(todo, runs_dir, device, workers, address, record_or_wait)
         todo = _wait_for_other_processes(locked, runs_dir, record, log)
@@ -554,10 +745,22 @@ def _visible_gpus() -> list[str]:
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
-def _pool_slots(device: str, workers: int | None) -> list[_Slot]:
-    """One slot per worker (default: one per core, or per visible GPU); each trains at the
-    thread policy's count (`cpu_threads`), so that the workers share the cores instead of
-    oversubscribing them."""
+def gpu_assignment(gpus: int, per_gpu: int = 1, workers: int | None = None) -> list[int]:
+    """The GPU index of each pool worker: worker i on GPU i // per_gpu, so ``per_gpu`` workers
+    share each of the ``gpus`` GPUs (default count: gpus * per_gpu; more wrap around)."""
+    if per_gpu < 1:
+        raise ValueError(f"workers per GPU must be at least 1, got {per_gpu}")
+    if gpus < 1:
+        raise ValueError("no visible GPU to place the pool's workers on (CUDA_VISIBLE_DEVICES)")
+    return [(index // per_gpu) % gpus for index in range(workers or gpus * per_gpu)]
+
+
+def _pool_slots(device: str, workers: int | None, per_gpu: int = 1) -> list[_Slot]:
+    """One slot per worker (default: one per core, or ``per_gpu`` per visible GPU, see
+    `gpu_assignment`); each trains at the thread policy's count (`cpu_threads`), so that the
+    workers share the cores instead of oversubscribing them. ``per_gpu`` is ignored on CPU."""
+    if per_gpu < 1:
+        raise ValueError(f"workers per GPU must be at least 1, got {per_gpu}")
     device = resolve_device(device)
     threads = cpu_threads()
     if device == "cpu":
@@ -565,8 +768,9 @@ def _pool_slots(device: str, workers: int | None) -> list[_Slot]:
     gpus = _visible_gpus()
     if ":" in device:  # one named GPU: every worker shares it
         gpus = [gpus[int(device.split(":")[1])]]
-    count = workers or len(gpus)
-    return [_Slot("cuda", gpus[index % len(gpus)], threads) for index in range(count)]
+    return [
+        _Slot("cuda", gpus[index], threads) for index in gpu_assignment(len(gpus), per_gpu, workers)
+    ]
 
 
 def _pool_worker(
@@ -657,10 +861,11 @@ def _run_pool(
     workers: int | None,
     progress: bool,
     record: Callable[[RunOutcome], None],
+    per_gpu: int = 1,
 ) -> None:
     # Spawn, not fork: CUDA cannot be used after a fork.
     context = multiprocessing.get_context("spawn")
-    slots = _pool_slots(device, workers)[: len(runs)]
+    slots = _pool_slots(device, workers, per_gpu)[: len(runs)]
     idle = [_Worker(context, slot, runs_dir, progress) for slot in slots]
     pending = deque(runs)
     busy: dict[Connection, tuple[SweepRun, _Worker]] = {}

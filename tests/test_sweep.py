@@ -1,3 +1,4 @@
+import json
 import os
 import random
 import sys
@@ -11,21 +12,27 @@ import yaml
 import countlib.sweep
 from countlib.batches import Collator
 from countlib.cli import main
-from countlib.config import RunConfig
+from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.paper import PAPER_PES, PAPER_SEEDS
 from countlib.profiles import get_profile
 from countlib.sweep import (
+    STEP_OVERHEAD_S,
     ExecutorUnavailableError,
     SpecError,
     expand,
+    gpu_assignment,
     gpu_hours,
     load_spec,
+    load_step_times,
+    measured_step_seconds,
     run_sweep,
     select,
+    step_seconds,
     tag_table,
 )
+from countlib.tasks import get_task
 from countlib.train.records import RunDir
-from countlib.train.trainer import task_for
+from countlib.train.trainer import DeviceUnavailableError, task_for
 
 # Two configs on one task and one on another, each a few seconds of CPU at most.
 TINY = {
@@ -383,3 +390,128 @@ def test_every_profile_run_can_position_its_longest_sequence(profile):
         positions = config.model_options.get("max_positions")
         collator = Collator(task, config.position_scheme, max_positions=positions)
         assert len(collator.positions(longest, rng)) == longest + 1, key
+
+
+# -- measured step times and workers per GPU ----------------------------------------------------
+
+#: A hand-made benchmarks/train_throughput.py JSON: a Transformer and an LSTM, one row each.
+THROUGHPUT = {
+    "device": "cuda",
+    "device_name": "NVIDIA Test GPU",
+    "throughput": [
+        {"config": "transformer:hidden=64,heads=4,layers=1,pe=rope", "fast_samples_s": 3200.0},
+        {"config": "lstm:hidden=8,batch=4", "fast_samples_s": 800.0},
+        {"config": "mamba:hidden=128", "error": "ImportError: no kernel"},
+    ],
+    "stacked": [],
+}
+
+
+def _step_times(tmp_path, data=THROUGHPUT):
+    path = tmp_path / "throughput.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _transformer(layers, hidden):
+    options = {"hidden": hidden, "heads": 4, "layers": layers, "pe": "rope"}
+    return RunConfig(
+        task="shifted_start",
+        model="transformer",
+        model_options=options,
+        optim=OptimConfig(steps=1000, batch_size=32),
+        eval=EvalConfig(every=500),
+    )
+
+
+def _with_evaluation(train, config):
+    """The stated evaluation share: 3 evaluations (0, 500, 1000) of every split's sequences."""
+    sequences = sum(split.lines for split in get_task(config.task).splits.values())
+    return train + countlib.sweep.EVAL_FORWARD_SHARE * train / 32 * sequences * 3 / 1000
+
+
+def test_measured_step_times_match_scale_and_fall_back(tmp_path):
+    times = load_step_times(_step_times(tmp_path))
+    assert times.device == "NVIDIA Test GPU" and sorted(times.families) == ["lstm", "transformer"]
+    assert times.errors == ("mamba:hidden=128",)
+    # the measured config: 32 / 3200 samples/s = 10 ms a step, plus evaluation
+    same = _transformer(1, 64)
+    assert measured_step_seconds(same, times) == pytest.approx(_with_evaluation(0.010, same))
+    # 3 layers of width 128: the fixed part as measured, the per-layer part x 3 x (128/64)^2
+    fixed = 0.010 * STEP_OVERHEAD_S / step_seconds(_transformer(1, 64))
+    other = _transformer(3, 128)
+    train = fixed + (0.010 - fixed) * 3 * 4
+    assert measured_step_seconds(other, times) == pytest.approx(_with_evaluation(train, other))
+    assert measured_step_seconds(RunConfig(task="mod10", model="gru"), times) is None
+
+
+def test_dry_run_with_step_times_names_the_device_and_counts(tmp_path, capsys):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    path = _step_times(tmp_path)
+    args = ["sweep", "--spec", str(spec), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    assert main([*args, "--step-times", str(path)]) == 0
+    tail = capsys.readouterr().out.splitlines()[-3:]
+    assert tail[0].startswith("3 runs, 0 final, 3 to train; estimated")
+    assert "GPU-hours on NVIDIA Test GPU" in tail[0]
+    assert "2 of the 3 runs to train measured, 1 by the constant model" in tail[0]
+    assert tail[1].startswith("fallback: no measured row of rnn") and "V100" in tail[1]
+    assert str(path) in tail[2] and "mamba:hidden=128" in tail[2]
+
+    assert main(args) == 0  # without measurements: the constant model, said plainly
+    assert "by the constant V100 model, not a measurement" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such file or directory"),
+        ("{not json", "not valid JSON"),
+        ('{"device_name": "x"}', 'no "throughput" list'),
+        (
+            '{"throughput": [{"config": "lstm:hidden=8"}]}',
+            "throughput row 0: 'lstm:hidden=8': fast_samples_s must be a positive number",
+        ),
+    ],
+)
+def test_bad_step_times_files_are_clear_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "throughput.json"
+    if content is not None:
+        path.write_text(content)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    argv = ["sweep", "--spec", str(spec), "--dry-run", "--step-times", str(path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and message in err
+
+
+def test_step_times_need_a_dry_run(tmp_path, capsys):
+    argv = ["sweep", "--profile", "smoke", "--step-times", str(_step_times(tmp_path))]
+    assert main(argv) == 2
+    assert "add --dry-run" in capsys.readouterr().err
+
+
+def test_workers_per_gpu_place_worker_i_on_gpu_i_div_k(monkeypatch):
+    assert gpu_assignment(2, 3) == [0, 0, 0, 1, 1, 1]
+    assert gpu_assignment(2) == [0, 1]
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        gpu_assignment(2, 0)
+    monkeypatch.setattr(countlib.sweep, "resolve_device", lambda device: device)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    slots = countlib.sweep._pool_slots("cuda", None, 2)
+    assert [s.visible_gpu for s in slots] == ["3", "3", "5", "5"]
+    assert len(countlib.sweep._pool_slots("cpu", 2, 3)) == 2  # CPU: unchanged
+
+
+def test_workers_per_gpu_is_checked(tmp_path, monkeypatch, capsys):
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        run_sweep(expand(TINY), tmp_path, executor="pool", workers_per_gpu=0)
+    with pytest.raises(ValueError, match="option of the pool executor"):
+        run_sweep(expand(TINY), tmp_path, workers_per_gpu=2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--profile", "smoke", "--executor", "pool", "--workers-per-gpu", "0"])
+    assert exit_info.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+        countlib.sweep._pool_slots("cuda", None, 2)
