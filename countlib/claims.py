@@ -23,6 +23,7 @@ Torch-free: the Findings page imports it.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,10 +82,13 @@ class Condition:
         found = _read(cells, self.ref)
         if found is None:
             return Outcome(UNDECIDED, (f"{where}: missing",))
-        # fitting is the run's best validation IND (`countlib.tables.cell` ``fit_ind``), OOD the
-        # table's statistic at its checkpoint rule
-        fit, ood = found["fit_ind"], found["ood"]
-        reads = f"{where}: {percent(found['ind'])} / {percent(ood)}, best IND {percent(fit)}"
+        # fitting is the best validation IND of the cell's seeds (`countlib.tables.cell`
+        # ``fit_ind``); OOD is the table's statistic over the seeds that fitted (``fit_ood``), as
+        # a seed that never fitted says nothing, however high its OOD
+        fit, ood, shown = found["fit_ind"], found["fit_ood"], found["ood"]
+        reads = f"{where}: {percent(found['ind'])} / {percent(shown)}, best IND {percent(fit)}"
+        if fit >= FIT_IND and ood != shown:
+            reads += f"; OOD of the seeds that fitted {percent(ood)}"
         if self.kind == "fits":
             # not fitting within a budget refutes nothing: a longer one may fit
             note = f"{reads} (best IND >= {percent(self.threshold)}?)"
@@ -93,6 +97,8 @@ class Condition:
             return self._judge_fails_to_fit(cells, reads, fit)
         if fit < FIT_IND:
             return Outcome(UNDECIDED, (f"{reads}: did not fit (best IND < {percent(FIT_IND)})",))
+        if math.isnan(ood):
+            return Outcome(UNDECIDED, (f"{reads}: no OOD value",))
         met = ood >= self.threshold if self.kind == "generalises" else ood <= self.threshold
         sign = ">=" if self.kind == "generalises" else "<="
         return Outcome(

@@ -9,13 +9,17 @@ from countlib.paper import get_table
 from tests.test_tables import runs_frame
 
 
-def cell(ind: float, ood: float, best_ind: float | None = None) -> dict:
-    """A table cell; ``best_ind``: the best validation IND of its seeds (default ``ind``)."""
+def cell(
+    ind: float, ood: float, best_ind: float | None = None, fit_ood: float | None = None
+) -> dict:
+    """A table cell; ``best_ind``: the best validation IND of its seeds (default ``ind``);
+    ``fit_ood``: the OOD of the seeds that fitted (default ``ood``)."""
     return {
         "missing": False,
         "ind": ind,
         "ood": ood,
         "fit_ind": ind if best_ind is None else best_ind,
+        "fit_ood": ood if fit_ood is None else fit_ood,
     }
 
 
@@ -32,6 +36,14 @@ def test_every_claim_reads_cells_of_the_paper_tables():
                     assert column in [label for label, _ in spec.columns], (claim.number, ref)
     numbers = [claim.number for claim in claims.CLAIMS]
     assert set(numbers) == set(range(1, 16)) | set(range(19, 25))
+
+
+def test_a_verdict_reads_the_ood_of_the_seeds_that_fitted():
+    ref = ("A5", "d = 32", "SPE")
+    condition = Condition(ref, "generalises", 0.95)
+    outcome = condition.judge({ref: cell(0.0, 1.0, best_ind=1.0, fit_ood=0.5)})
+    assert outcome.verdict == FAILS
+    assert "OOD of the seeds that fitted 50.0" in outcome.evidence[0]
 
 
 def test_a_generalisation_claim_needs_a_run_that_fits():

@@ -155,7 +155,9 @@ def test_cells_flag_seeds_that_never_fitted_their_training_data():
     )
     frame = tables.table_frame(runs, spec)
     assert frame.iloc[0, 0]["unfit"] == 3  # IND 0.9, 0.8 and 0.3 are below 95 %
-    assert "3 did not fit (IND &lt; 95 %)" in tables.render_html(frame, spec)
+    assert "3 did not fit (IND &lt; 95 %); the others: OOD 97.0" in tables.render_html(
+        frame, spec
+    )
     fitted = tables.table_frame(runs_frame(ROWS[:1]), spec)
     assert "did not fit" not in tables.render_html(fitted, spec)
 
@@ -175,3 +177,20 @@ def test_a_cell_fits_by_its_seeds_best_validation_accuracy():
     spec = tables.PaperTable("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
     c = tables.table_frame(runs_frame([early]), spec).iloc[0, 0]
     assert (c["ind"], c["fit_ind"], c["unfit"]) == (0.58, 1.0, 0)
+
+
+def test_a_seed_that_never_fitted_does_not_make_its_cell_a_success():
+    """Found on the laptop book (Table A5, SPE at d = 32): the best-of-seeds OOD came from a seed
+    whose IND stayed at 0 % while another seed fitted; the cell reads the fitted seeds."""
+    never = ROWS[0] | {"best_ood_ind": 0.0, "best_ood_ood": 1.0, "best_val_ind": 0.0}
+    fitted = ROWS[1] | {"pe": "rope", "best_ood_ind": 1.0, "best_ood_ood": 0.5, "best_val_ind": 1.0}
+    spec = tables.PaperTable("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
+    c = tables.table_frame(runs_frame([never, fitted]), spec).iloc[0, 0]
+    assert (c["ood"], c["fit_ind"], c["fit_ood"], c["unfit"]) == (1.0, 1.0, 0.5, 1)
+    shown = tables._cell_html(c, None, "")
+    assert (
+        'class="cl-fail"' in shown
+        and "1 did not fit (IND &lt; 95 %); the others: OOD 50.0" in shown
+    )
+    alone = tables.table_frame(runs_frame([never]), spec).iloc[0, 0]
+    assert pd.isna(alone["fit_ood"]) and alone["unfit"] == 1
