@@ -155,9 +155,7 @@ def test_cells_flag_seeds_that_never_fitted_their_training_data():
     )
     frame = tables.table_frame(runs, spec)
     assert frame.iloc[0, 0]["unfit"] == 3  # IND 0.9, 0.8 and 0.3 are below 95 %
-    assert "3 did not fit (IND &lt; 95 %); the others: OOD 97.0" in tables.render_html(
-        frame, spec
-    )
+    assert "3 did not fit (IND &lt; 95 %); the others: OOD 97.0" in tables.render_html(frame, spec)
     fitted = tables.table_frame(runs_frame(ROWS[:1]), spec)
     assert "did not fit" not in tables.render_html(fitted, spec)
 

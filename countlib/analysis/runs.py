@@ -68,10 +68,8 @@ class AnalysisRun:
         step = evaluation_step(self.checkpoint)
         if step is None:
             return self.summary.get(self.checkpoint) or {}
-        metrics = self.summary.get("metrics") or {
-            "ind": f"val/{self.task.ind_metric}",
-            "ood": f"ood/{self.task.ood_metric}",
-        }
+        # a run still training has no summary yet
+        metrics = self.summary.get("metrics") or self.task.recorded_metrics
         return evaluation_point(RunDir(self.path), step, metrics)
 
     def batch(

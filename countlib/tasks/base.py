@@ -65,6 +65,12 @@ class Task(ABC):
     ind_metric: str = "acc"
     ood_metric: str = "extrapolation_acc"
 
+    @property
+    def recorded_metrics(self) -> dict[str, str]:
+        """The IND and OOD metrics as run records name them (``split/metric``, summary.json's
+        ``metrics``)."""
+        return {"ind": f"val/{self.ind_metric}", "ood": f"ood/{self.ood_metric}"}
+
     @abstractmethod
     def sample(self, rng: random.Random) -> Example:
         """One training example drawn from the training distribution."""

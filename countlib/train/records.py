@@ -283,7 +283,6 @@ class RunDir:
             self.last,
             self.best_val,
             self.best_ood,
-            *(self.evaluation_weights(step) for step in self.kept_evaluations()),
             self.complete_marker,
         ]
 
@@ -293,9 +292,9 @@ class RunDir:
         no live writer owns one. Other files' temporaries (the table of a ``countlib eval``
         running right now) are left alone."""
         for record in self.trainer_records():
-            for stale in record.parent.glob(f".{record.name}.*.tmp"):
+            for stale in self.path.glob(f".{record.name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        # an evaluation's weights whose write was cut short were never kept: not listed above
+        # each evaluation's weights (``eval.keep_weights``), in their own folder
         for stale in self.evaluations.glob(".step-*.safetensors.*.tmp"):
             stale.unlink(missing_ok=True)
 

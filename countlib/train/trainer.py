@@ -514,7 +514,7 @@ class Trainer:
             },
             "best_val": self.best.get("val"),
             "best_ood": self.best.get("ood"),
-            "metrics": {"ind": f"val/{self.task.ind_metric}", "ood": f"ood/{self.task.ood_metric}"},
+            "metrics": self.task.recorded_metrics,
             "note": BEST_CHECKPOINT_NOTE,
         }
         if self.accelerator.is_main_process:
