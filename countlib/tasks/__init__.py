@@ -7,6 +7,7 @@ the main tasks they extend.
 from countlib.tasks import (  # noqa: F401
     auxiliary,
     counting,
+    digits,  # noqa: F401  (imports the families it wraps itself)
     mixtures,  # noqa: F401  (after the families it combines)
     modular,
     probes,
