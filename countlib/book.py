@@ -5,7 +5,7 @@ and writes their manifest (`countlib.manifest`: names and config hashes of exact
 command selected); then every page is a notebook executed by papermill into ``book/generated``
 that reads only the manifest's runs, so what the book shows is exactly what this command ran,
 whatever else the runs directory holds. The book never executes code itself. The chapters and
-``book/_toc.yml`` follow from `countlib.paper.PAPER_TABLES`.
+``book/_toc.yml`` follow from `countlib.paper.TABLES` (the paper's tables, then countlib's own).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from countlib.manifest import PlannedRun, RunManifest
-from countlib.paper import PAPER_TABLES
+from countlib.paper import HYPOTHESIS_TABLES, PAPER_TABLES, TABLES
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepReport, SweepRun
@@ -52,7 +52,7 @@ def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
     pages += [Page(name, name, {**shared, "train": False}) for name in FAMILY_NOTEBOOKS]
     pages += [
         Page("paper_table", table.page, {**shared, "table": table.key}, table.title)
-        for table in PAPER_TABLES
+        for table in TABLES
     ]
     pages += [Page("analysis", "analysis", shared)]
     pages += [Page("seed_variance", "seed_variance", shared)]
@@ -67,6 +67,7 @@ def toc() -> dict[str, Any]:
         ("The question", ["generated/tasks", "tasks"]),
         ("Architecture families", [f"generated/{p}" for p in FAMILY_NOTEBOOKS]),
         ("The paper's tables", [f"generated/{table.page}" for table in PAPER_TABLES]),
+        ("Beyond the paper", [f"generated/{table.page}" for table in HYPOTHESIS_TABLES]),
         ("Inside the models", ["generated/analysis"]),
         ("Across runs", ["generated/seed_variance", "generated/provenance"]),
     ]
@@ -82,7 +83,7 @@ def toc() -> dict[str, Any]:
 
 def write_toc(path: str | Path = TOC) -> Path:
     header = (
-        "# Written by countlib.book.write_toc from countlib.paper.PAPER_TABLES and the book's\n"
+        "# Written by countlib.book.write_toc from countlib.paper.TABLES and the book's\n"
         "# pages (countlib book rewrites it); tests/test_book.py checks that it is current.\n"
     )
     path = Path(path)

@@ -44,6 +44,22 @@ RECURRENT = (
     ("Mamba", "mamba"),
     ("RWKV-6", "rwkv6"),
 )
+#: The model option of Grazzi et al. (ICLR 2025, arXiv 2411.12537): transitions in [-1, 1]
+#: instead of [0, 1] (Mamba, Mamba-2; DeltaNet's beta in [0, 2]).
+NEGATIVE = "negative_eigenvalues"
+#: The families with that option: (label, countlib model family).
+NEGATIVE_FAMILIES = (
+    ("Mamba", "mamba"),
+    ("Mamba-2", "mamba2"),
+    ("DeltaNet", "deltanet"),
+    ("Gated DeltaNet", "gated_deltanet"),
+)
+#: The column label of a family with transitions in [-1, 1].
+NEGATIVE_LABEL = "{}, [-1, 1]"
+#: Parallel-scan gated RNNs without the option (Feng et al. 2024), and the nonlinear sLSTM
+#: (Beck et al. 2024): the two ends of "parallel but gated" and "recurrent and nonlinear".
+GATED_FAMILIES = (("minGRU", "mingru"), ("minLSTM", "minlstm"))
+NONLINEAR_FAMILIES = (("sLSTM", "slstm"),)
 DEPTHS = [1, 2, 4]
 #: The paper's Transformer: d = 1024, 8 heads (protocol.md).
 PAPER_TRANSFORMER = {"model": "transformer", "hidden": 1024, "heads": 8}
@@ -63,7 +79,7 @@ PROBE = {"model": "transformer", "layers": 1, "heads": 1, "hidden": [32, 4]}
 class PaperTable:
     """One table of the paper: its grid at the paper's scale and its layout."""
 
-    key: str  # as the paper numbers it: "2", "A1" ... "A8"
+    key: str  # as the paper numbers it: "2", "A1" ... "A8"; countlib's own: "H1", "H2"
     title: str
     rows: list[tuple[str, Filter]]
     columns: list[tuple[str, Filter]]
@@ -73,6 +89,10 @@ class PaperTable:
     #: The table whose runs this one reports (A2 reports Table 2's), if it trains none.
     same_runs_as: str | None = None
     note: str = ""
+    #: countlib's own tables (not the paper's): the question they put, stated above them, and
+    #: the paper table whose printed values their shared cells show (the LSTM, Mamba, RWKV-6).
+    question: str = ""
+    paper_values_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.statistic not in ("best", "median"):
@@ -82,6 +102,11 @@ class PaperTable:
     def page(self) -> str:
         """The book page of this table."""
         return f"table_{self.key}"
+
+    @property
+    def paper_key(self) -> str:
+        """The paper table whose printed values the cells show beside countlib's."""
+        return self.paper_values_of or self.key
 
     @property
     def runs_of(self) -> str:
@@ -99,39 +124,70 @@ def _pe_columns(pes=PAPER_PES) -> list[tuple[str, Filter]]:
     return [(label, {"model": "transformer", "pe": pe}) for label, pe in PES if pe in pes]
 
 
-_RECURRENT_COLUMNS = [(label, {"model": model}) for label, model in RECURRENT]
+def _recurrent_column(model: str, negative: bool = False) -> Filter:
+    """A recurrent family's column filter; a family with the option of Grazzi et al. names its
+    value, so that a [0, 1] column never mixes in runs with transitions in [-1, 1]."""
+    option = {NEGATIVE: negative} if model in dict(NEGATIVE_FAMILIES).values() else {}
+    return {"model": model, **option}
+
+
+_RECURRENT_COLUMNS = [(label, _recurrent_column(model)) for label, model in RECURRENT]
 #: Table A1's grid. The paper searched each family's hyper-parameters (lr {5e-5, 1e-4, 1e-3,
 #: 1e-2}, weight decay {0, 0.01, 0.001}, hidden {32, 128, 1024}, dropout {0, 0.1}) and never
 #: published the winners; these are the original code's defaults, all inside that space
 #: (seed-spec 2.2-2.4, 3.3-3.5).
-_RECURRENT_GRID = [
-    {
-        "task": RECURRENT_TASKS,
-        "model": ["rnn", "lstm", "s4"],
-        "layers": DEPTHS,
-        "hidden": 128,
-        "dropout": 0.1,
-        "lr": 1e-2,
-        "weight_decay": 0.01,
-    },
-    {
-        "task": RECURRENT_TASKS,
-        "model": "mamba",
-        "layers": DEPTHS,
-        "hidden": 128,
-        "lr": 1e-4,
-        "weight_decay": 0.0,
-    },
-    {
-        "task": RECURRENT_TASKS,
-        "model": "rwkv6",
-        "layers": DEPTHS,
-        "hidden": 128,
-        "dropout": 0.1,
-        "lr": 1e-4,
-        "weight_decay": 0.0,
-    },
+_A1_SHAPE = {"task": RECURRENT_TASKS, "layers": DEPTHS, "hidden": 128}
+_ORIGINAL_RNN = {"dropout": 0.1, "lr": 1e-2, "weight_decay": 0.01}
+#: Mamba names its transition range: a column filter reads it (`_recurrent_column`), and the
+#: option at its [0, 1] default leaves the config hash, and so the run names, as they were.
+_MAMBA = {**_A1_SHAPE, "model": "mamba", "lr": 1e-4, "weight_decay": 0.0, NEGATIVE: False}
+_RWKV6 = {**_A1_SHAPE, "model": "rwkv6", "dropout": 0.1, "lr": 1e-4, "weight_decay": 0.0}
+#: Table A1's grid. The paper searched each family's hyper-parameters (lr {5e-5, 1e-4, 1e-3,
+#: 1e-2}, weight decay {0, 0.01, 0.001}, hidden {32, 128, 1024}, dropout {0, 0.1}) and never
+#: published the winners; these are the original code's defaults, all inside that space
+#: (seed-spec 2.2-2.4, 3.3-3.5).
+_RECURRENT_GRID = [{**_A1_SHAPE, "model": ["rnn", "lstm", "s4"], **_ORIGINAL_RNN}, _MAMBA, _RWKV6]
+#: The hypothesis tables' columns: the LSTM, the later families, Mamba and RWKV-6, each family
+#: with the option of Grazzi et al. in a second column.
+_HYPOTHESIS_COLUMNS = [
+    ("LSTM", _recurrent_column("lstm")),
+    *((label, _recurrent_column(model)) for label, model in NONLINEAR_FAMILIES + GATED_FAMILIES),
+    *(
+        column
+        for label, model in NEGATIVE_FAMILIES
+        for column in (
+            (label, _recurrent_column(model)),
+            (NEGATIVE_LABEL.format(label), _recurrent_column(model, negative=True)),
+        )
+    ),
+    ("RWKV-6", _recurrent_column("rwkv6")),
 ]
+#: Their grid at Table A1's size: the LSTM, Mamba and RWKV-6 are Table A1's own runs (the same
+#: configurations, so a sweep trains them once); Mamba with transitions in [-1, 1] keeps Mamba's
+#: settings; the later families, not in the paper, train at their CPU default lr (1e-3, inside
+#: the paper's search space) without weight decay or dropout.
+_LATER = {**_A1_SHAPE, "lr": 1e-3, "weight_decay": 0.0}
+_HYPOTHESIS_GRID = [
+    {**_A1_SHAPE, "model": "lstm", **_ORIGINAL_RNN},
+    _MAMBA,
+    {**_MAMBA, NEGATIVE: True},
+    _RWKV6,
+    {**_LATER, "model": [m for _, m in NEGATIVE_FAMILIES if m != "mamba"], NEGATIVE: [False, True]},
+    {**_LATER, "model": [m for _, m in GATED_FAMILIES + NONLINEAR_FAMILIES]},
+]
+#: The question the hypothesis tables put, stated above them.
+HYPOTHESIS_QUESTION = (
+    "The paper explains why S4, Mamba and RWKV-6 fail to count where a 1-layer LSTM succeeds: "
+    "they gave up nonlinear, input-dependent state transitions for parallel training. Later "
+    "theory sharpens it: a linear RNN whose transition eigenvalues lie in [0, 1] (Mamba, RWKV, "
+    "DeltaNet) cannot do parity and struggles with modular counting, and eigenvalues in [-1, 1] "
+    "restore both (Grazzi et al., ICLR 2025, arXiv 2411.12537). So: does the negative-eigenvalue "
+    "option let Mamba, Mamba-2, DeltaNet and Gated DeltaNet count mod 10 and Selective + mod 4 "
+    "beyond the training lengths, and does it cost anything on Shifted Start? Do the "
+    "parallel-scan gated RNNs minGRU and minLSTM fail as the paper's account predicts, and does "
+    "the nonlinear sLSTM count like the LSTM?"
+)
+
 _BOS_TASKS = (
     ("Vanilla + Succession", "vanilla_succession"),
     ("Vanilla + Succession, BOS", "vanilla_succession_bos"),
@@ -239,10 +295,39 @@ PAPER_TABLES: tuple[PaperTable, ...] = (
 )
 
 
+#: countlib's own tables, beyond the paper: the hypothesis of issue 15 on Table A1's tasks.
+HYPOTHESIS_TABLES: tuple[PaperTable, ...] = (
+    PaperTable(
+        "H1",
+        "Table H1 (countlib's own): gated, nonlinear and negative-eigenvalue recurrences, best "
+        "of seeds",
+        _task_rows(TASKS[1:]),
+        _HYPOTHESIS_COLUMNS,
+        grid=_HYPOTHESIS_GRID,
+        question=HYPOTHESIS_QUESTION,
+        paper_values_of="A1",
+    ),
+    PaperTable(
+        "H2",
+        "Table H2 (countlib's own): gated, nonlinear and negative-eigenvalue recurrences, median "
+        "of seeds",
+        _task_rows(TASKS[1:]),
+        _HYPOTHESIS_COLUMNS,
+        statistic="median",
+        same_runs_as="H1",
+        question=HYPOTHESIS_QUESTION,
+        paper_values_of="A3",
+    ),
+)
+#: Every table countlib trains and shows: the paper's, then its own.
+TABLES: tuple[PaperTable, ...] = PAPER_TABLES + HYPOTHESIS_TABLES
+
+
 def get_table(name: str) -> PaperTable:
-    """A paper table by its number as the paper prints it ("2", "A1" ... "A8", "Table A1")."""
-    specs = {table.key: table for table in PAPER_TABLES}
+    """A table by its number ("2", "A1" ... "A8" as the paper prints them, "Table A1"; countlib's
+    own "H1", "H2")."""
+    specs = {table.key: table for table in TABLES}
     key = str(name).upper().removeprefix("TABLE").strip().removeprefix("_")
     if key not in specs:
-        raise ValueError(f"unknown paper table {name!r}; choose from {', '.join(specs)}")
+        raise ValueError(f"unknown table {name!r}; choose from {', '.join(specs)}")
     return specs[key]

@@ -82,8 +82,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from countlib.claims import CLAIMS, CellRef
-from countlib.paper import PAPER_SEEDS, PAPER_TABLES
+from countlib.claims import ALL_CLAIMS, CellRef
+from countlib.paper import PAPER_SEEDS, TABLES
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepRun
@@ -91,7 +91,7 @@ if TYPE_CHECKING:
 
 def paper_grid() -> list[dict[str, Any]]:
     """Every table's grid entries at the paper's scale, each tagged with its table."""
-    return [{"table": table.key, **entry} for table in PAPER_TABLES for entry in table.grid]
+    return [{"table": table.key, **entry} for table in TABLES for entry in table.grid]
 
 
 #: Keys of a paper-scale grid entry that the small profiles replace by their own settings.
@@ -148,7 +148,7 @@ def cells_fed(config: Mapping[str, Any], tables: Iterable[str]) -> set[CellRef]:
     tables = set(tables)
     return {
         (table.key, row, column)
-        for table in PAPER_TABLES
+        for table in TABLES
         if table.runs_of in tables
         for row, row_filter in table.rows
         for column, column_filter in table.columns
@@ -159,7 +159,7 @@ def cells_fed(config: Mapping[str, Any], tables: Iterable[str]) -> set[CellRef]:
 def claim_cells(keys: Iterable[str]) -> set[CellRef]:
     """Every cell read by the claims ``keys`` (`countlib.claims.Claim.key`: "19", "24 S4")."""
     keys = set(keys)
-    return {ref for claim in CLAIMS if claim.key in keys for ref in claim.cells}
+    return {ref for claim in ALL_CLAIMS if claim.key in keys for ref in claim.cells}
 
 
 @dataclass(frozen=True)
@@ -399,7 +399,7 @@ def deciding_profiles() -> dict[str, str]:
     """Per claim key, the smallest profile that trains its cells to decide it; the claims no
     CPU profile aims at need the whole grid at GPU scale (``paper-lite``, or ``paper`` where the
     short budget does not fit)."""
-    decided = {claim.key: "paper-lite" for claim in CLAIMS}
+    decided = {claim.key: "paper-lite" for claim in ALL_CLAIMS}
     for name in reversed(DECIDING):  # the smallest profile first in DECIDING wins
         decided |= dict.fromkeys(decided_claims(DECIDING[name]), name)
     return decided

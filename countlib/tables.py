@@ -25,12 +25,20 @@ from typing import Any
 
 import pandas as pd
 
-from countlib.paper import PAPER_TABLES, Filter, PaperTable, get_table
+from countlib.paper import PAPER_TABLES, TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
 from countlib.report import FIT_IND, SUCCESS_STYLE, config_labels, generalised, percent
 from countlib.results import aggregate
 
-__all__ = ["PAPER_TABLES", "PaperTable", "agreement", "get_table", "table_frame", "table_runs"]
+__all__ = [
+    "PAPER_TABLES",
+    "TABLES",
+    "PaperTable",
+    "agreement",
+    "get_table",
+    "table_frame",
+    "table_runs",
+]
 
 #: How far (fraction, 0.05 = 5 points) the paper's OOD may lie outside the seeds' OOD range of a
 #: cell and still count as in range.
@@ -150,7 +158,7 @@ def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str
 def agreement(frame: pd.DataFrame, spec: PaperTable) -> dict[str, int]:
     """Counts of a table's cells: all, in the paper, with both values, in range, missing here."""
     pairs = [
-        (c, paper_value(spec.key, row_label, col_label))
+        (c, paper_value(spec.paper_key, row_label, col_label))
         for row_label, row in frame.iterrows()
         for col_label, c in row.items()
     ]
@@ -177,7 +185,7 @@ def _agreement_html(counts: dict[str, int], spec: PaperTable) -> str:
     text = (
         f"{compared}. Of the {counts['cells']} cells, the paper reports {counts['paper']} and "
         f"countlib has no runs for {counts['missing']}. Paper values: {CITATION}, "
-        f"Table {spec.key}. {PAPER_NOTES.get(spec.key, '')}"
+        f"Table {spec.paper_key}. {PAPER_NOTES.get(spec.paper_key, '')}"
     )
     return f'<p class="cl-agreement">{html.escape(text.strip())}</p>'
 
@@ -188,7 +196,10 @@ def render_html(frame: pd.DataFrame, spec: PaperTable, run_link: str = "provenan
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     body = []
     for label, row in frame.iterrows():
-        tds = [_cell_html(c, paper_value(spec.key, label, col), run_link) for col, c in row.items()]
+        tds = [
+            _cell_html(c, paper_value(spec.paper_key, label, col), run_link)
+            for col, c in row.items()
+        ]
         body.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(tds)}</tr>")
     caption = html.escape(spec.title + (f" ({spec.note})" if spec.note else ""))
     return (

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from countlib.book import book_pages, make_book, toc
-from countlib.claims import CLAIMS
-from countlib.paper import PAPER_TABLES
+from countlib.claims import CLAIMS, OWN_CLAIMS
+from countlib.paper import HYPOTHESIS_TABLES, TABLES
 from countlib.results import load_runs
 from tests.browser import book_pages as html_pages
 from tests.browser import broken_links, browse, chromium
@@ -35,7 +35,11 @@ def test_the_toc_lists_exactly_the_pages_the_book_executes():
     generated = [f for f in toc_files(committed) if f.startswith("generated/")]
     assert generated == [f"generated/{page.target}" for page in book_pages()]
     tables = [p.target for p in book_pages() if p.notebook == "paper_table"]
-    assert tables == [table.page for table in PAPER_TABLES]
+    assert tables == [table.page for table in TABLES]
+    beyond = next(part for part in committed["parts"] if part["caption"] == "Beyond the paper")
+    assert [c["file"] for c in beyond["chapters"]] == [
+        f"generated/{table.page}" for table in HYPOTHESIS_TABLES
+    ]
     for page in book_pages():
         assert (REPO / "notebooks" / f"{page.notebook}.ipynb").exists()
 
@@ -67,7 +71,7 @@ def page(root: Path, name: str) -> str:
 
 def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
     runs = load_runs(tiny_book / "runs")
-    assert len(runs) == 9 and set(runs["status"]) == {"complete"}
+    assert len(runs) == 10 and set(runs["status"]) == {"complete"}
     for generated in book_pages():
         assert (tiny_book / "book" / "generated" / f"{generated.target}.ipynb").exists()
         assert "Scale: " in page(tiny_book, generated.target) or generated.target == "tasks"
@@ -80,7 +84,12 @@ def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
     assert 'id="claim-24-S4"' in findings and "Decidable with <code>--profile smoke" in findings
     # the claims judged inside the models sit on the same page, counted with the others
     assert 'id="claim-16"' in findings and 'id="claim-17"' in findings
-    assert f"decides 0 of the {len(CLAIMS) + 2} claims" in findings  # 20 steps decide nothing
+    assert f"decides 0 of the paper's {len(CLAIMS) + 2} claims" in findings  # 20 steps: none
+    # countlib's own claims follow, apart, with a verdict per family
+    own = findings[findings.index("own claims, beyond the paper") :]
+    assert 'id="claim-C2-Mamba"' in own and 'id="claim-19"' not in own
+    assert f"decides 0 of countlib's {len(OWN_CLAIMS)} own claims" in own
+    assert 'class="countlib-verdicts"' in own
     # the causal A6 probe has two seeds: the page shows their spread
     assert 'class="countlib-summary"' in page(tiny_book, "seed_variance")
 
@@ -114,7 +123,14 @@ def test_each_table_chapter_shows_its_runs_and_says_missing_for_the_rest(tiny_bo
     assert ["missing" in c for c in a6] == [True, True, False, False]  # d = 32 never ran
     assert "<img" in page(tiny_book, "table_A6")  # per-position curves of its configurations
     assert "missing" in page(tiny_book, "table_A8") and "<img" not in page(tiny_book, "table_A8")
-    for table in PAPER_TABLES:
+    h1 = page(tiny_book, "table_H1")
+    assert "The question." in h1 and "negative-eigenvalue" in h1
+    shifted = cells(h1, "table_H1")[2 * 13 * 3 : 2 * 13 * 3 + 13]  # Shifted Start, 1L
+    assert ["missing" in c for c in shifted] == [True] * 4 + [False, False] + [True] * 7
+    assert "paper 100.0 / 100.0" in shifted[0]  # the LSTM's printed value, Table A1
+    assert 'class="countlib-verdicts"' in h1 and 'id="claim-C3-Mamba"' in h1
+    assert "Its verdicts read the best of seeds" in page(tiny_book, "table_H2")
+    for table in TABLES:
         text = page(tiny_book, table.page)
         assert "Scale: spec tiny_book.yaml" in text
         says_which = "finished run(s) of the" in text or "has no runs for Table" in text

@@ -24,7 +24,7 @@ def cell(
 
 
 def test_every_claim_reads_cells_of_the_paper_tables():
-    for claim in claims.CLAIMS:
+    for claim in claims.ALL_CLAIMS:
         for group in claim.groups:
             for condition in group:
                 for ref in (condition.ref, condition.control):
@@ -36,6 +36,50 @@ def test_every_claim_reads_cells_of_the_paper_tables():
                     assert column in [label for label, _ in spec.columns], (claim.number, ref)
     numbers = [claim.number for claim in claims.CLAIMS]
     assert set(numbers) == set(range(1, 16)) | set(range(19, 25))
+    # countlib's own claims read only its own table, and their keys never collide
+    assert all(claim.tables == ["H1"] for claim in claims.OWN_CLAIMS)
+    keys = [claim.key for claim in claims.ALL_CLAIMS]
+    assert len(keys) == len(set(keys))
+
+
+def test_an_option_costs_nothing_when_its_ood_stays_within_the_margin():
+    option, plain = (
+        ("H1", "Shifted Start, 1L", "Mamba, [-1, 1]"),
+        ("H1", "Shifted Start, 1L", "Mamba"),
+    )
+    condition = Condition(option, "no_worse", 0.05, plain)
+    assert condition.judge({option: cell(1.0, 0.90), plain: cell(1.0, 0.95)}).verdict == HOLDS
+    assert condition.judge({option: cell(1.0, 0.99), plain: cell(1.0, 0.50)}).verdict == HOLDS
+    costly = condition.judge({option: cell(1.0, 0.80), plain: cell(1.0, 0.95)})
+    assert costly.verdict == FAILS and "90.0" in costly.evidence[0]  # the floor it missed
+    # either run unfitted says nothing
+    assert condition.judge({option: cell(0.5, 0.0), plain: cell(1.0, 0.95)}).verdict == UNDECIDED
+    unfit_plain = condition.judge({option: cell(1.0, 0.9), plain: cell(0.5, 0.95)})
+    assert unfit_plain.verdict == UNDECIDED and "did not fit" in unfit_plain.evidence[0]
+    with pytest.raises(ValueError, match="needs a control"):
+        Condition(option, "no_worse", 0.05)
+
+
+def test_the_hypothesis_claims_follow_their_rules():
+    own = {claim.key: claim for claim in claims.OWN_CLAIMS}
+    mod, selmod = "Modular (mod 10), 1L", "Selective + Modular (mod 4), 1L"
+    # C1: the [0, 1] family fails one of the two tasks
+    c1 = own["C1 Mamba"]
+    fails_mod = {("H1", mod, "Mamba"): cell(1.0, 0.1), ("H1", selmod, "Mamba"): cell(1.0, 1.0)}
+    assert c1.judge(fails_mod).verdict == HOLDS
+    both = {ref: cell(1.0, 1.0) for ref in fails_mod}
+    assert c1.judge(both).verdict == FAILS
+    # C2: with transitions in [-1, 1], both generalise
+    c2 = own["C2 DeltaNet"]
+    refs = [("H1", mod, "DeltaNet, [-1, 1]"), ("H1", selmod, "DeltaNet, [-1, 1]")]
+    assert c2.judge({ref: cell(1.0, 0.97) for ref in refs}).verdict == HOLDS
+    assert c2.judge({refs[0]: cell(1.0, 0.97), refs[1]: cell(1.0, 0.4)}).verdict == FAILS
+    assert c2.judge({refs[0]: cell(1.0, 0.97)}).verdict == UNDECIDED  # one cell missing
+    # a per-family matrix shows each family once, linked to its claims
+    found = claims.judge_all({}, claims.OWN_CLAIMS)
+    matrix = claims.verdict_matrix_html(found)
+    assert matrix.count("<tr>") == 1 + 7  # header, 4 option families, minGRU, minLSTM, sLSTM
+    assert 'href="#claim-C4-sLSTM"' in matrix and "claim C3" in matrix
 
 
 def test_a_verdict_reads_the_ood_of_the_seeds_that_fitted():

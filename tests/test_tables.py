@@ -35,8 +35,28 @@ def test_paper_table_layouts():
     assert (specs["A2"].runs_of, specs["A3"].runs_of, specs["A5"].runs_of) == ("2", "A1", "A5")
 
 
+def test_the_hypothesis_tables_keep_each_option_in_its_own_column():
+    h1 = tables.get_table("H1")
+    assert [t.key for t in tables.TABLES][-2:] == ["H1", "H2"] and h1.paper_key == "A1"
+    assert h1.rows == tables.get_table("A1").rows and len(h1.columns) == 13
+    rows = [
+        {"run": f"m{i}", "task": "mod10", "model": "mamba", "layers": 1, "seed": 1,
+         "negative_eigenvalues": negative, "best_ood_ind": 1.0, "best_ood_ood": ood}
+        for i, (negative, ood) in enumerate([(False, 0.1), (True, 0.9)])
+    ]  # fmt: skip
+    runs = runs_frame(rows)
+    row = "Modular (mod 10), 1L"
+    assert tables.table_frame(runs, tables.get_table("A1")).loc[row, "Mamba"]["runs"] == ["m0"]
+    frame = tables.table_frame(runs, h1)
+    assert frame.loc[row, "Mamba"]["runs"] == ["m0"]
+    assert frame.loc[row, "Mamba, [-1, 1]"]["runs"] == ["m1"]
+    page = tables.render_html(frame, h1)
+    assert "paper 100.0 / 100.0" in page  # the LSTM's printed Table A1 value beside its cell
+    assert "Table A1" in page  # the agreement line names the table the values come from
+
+
 def test_every_table_trains_its_own_grid_or_reports_another_tables_runs():
-    for spec in tables.PAPER_TABLES:
+    for spec in tables.TABLES:
         assert bool(spec.grid) != bool(spec.same_runs_as), spec.key
         if spec.same_runs_as:
             assert tables.get_table(spec.same_runs_as).grid
