@@ -20,7 +20,7 @@ import pandas as pd
 from countlib.report import FIT_IND, config_labels
 from countlib.results import load_runs
 
-GROUP = ["task", "model", "pe", "layers", "hidden", "heads", "causal"]
+GROUP = ["task", "model", "pe", "layers", "hidden", "heads", "causal", "negative_eigenvalues"]
 
 
 def first_fit_step(run_path: str) -> float:
@@ -75,6 +75,8 @@ def main(runs_dir: str) -> None:
         )
         first = group.iloc[0]
         label = first["config"].replace(f"lr={first['lr']:g}", "").strip()
+        if first.get("negative_eigenvalues") is True:  # not among config_labels' columns
+            label += ", transitions in [-1, 1]"
         fits = "yes" if pick["ind"] >= FIT_IND else "no"
         step = "-" if pd.isna(pick["fit_step"]) else f"{int(pick['fit_step'])}"
         print(
