@@ -36,14 +36,16 @@ Where the paper is silent it trains what the original trained (each a recorded c
 - Table A6: NoPE on ``first_token_heterogeneous`` with and without the causal mask
   (``causal: false``), at d = 32 and d = 4.
 
-Size: 236 distinct configs x 5 seeds = 1,180 runs (Table 2: 7 tasks x 3 depths x 5 PEs = 105;
+Size: 416 distinct configs x 5 seeds = 2,080 runs (Table 2: 7 tasks x 3 depths x 5 PEs = 105;
 A1: 6 tasks x 3 depths x 5 families = 90; A4: 12 new with BOS, the 12 without are Table 2's;
 A5: 2 widths x 5 PEs = 10; A6: 2 widths x 2 masks = 4; A7: 10 new with BOS, the 10 without are
-Table 2's; A8: 5). About 3,200 V100 GPU-hours by `countlib.sweep.step_seconds`;
-`countlib sweep --dry-run` prints it.
+Table 2's; A8: 5; countlib's own Table H1: 180 new, 6 tasks x 3 depths x 10 columns, its LSTM,
+Mamba and RWKV-6 columns are Table A1's runs). The paper's 1,180 runs are about 3,200 V100
+GPU-hours by `countlib.sweep.step_seconds`, all 2,080 about 5,700; `countlib sweep --dry-run`
+prints it.
 
 ``paper-lite``: the same grid, one seed (1234) and 10,000 steps with evaluation every 2,000:
-about 20.7 V100 GPU-hours, one GPU in a day (a recent GPU should need well under that). It
+about 36 V100 GPU-hours by the same model (a recent GPU should need well under that). It
 trains 31 times shorter than the paper: a first look at the whole grid, not its numbers.
 
 Table A5's budget is not stated anywhere; its runs get the same steps as the others.
@@ -66,7 +68,9 @@ and 4 layers at d = 32), 15 (the causal mask marks the first token, Table A6 at 
 (the Elman RNN, Table A1, width 64-128), 21 and 24 for S4 (S4 on Table A1's tasks, width 32).
 ``laptop`` adds six: 4 (Table 2 on Helper Token, 2 and 4 layers), 12 (Table A7, d = 64), 14 (Table
 A5, 3 seeds), 19 (the LSTM, Table A1, width 64-128) and 24 for Mamba (a task it fits at every
-depth, width 32). Both keep the paper's batch size (32), with a Transformer warmup of 100 steps
+depth, width 32), and countlib's own claims C1-C3 (Table H1's 1-layer cells of mod 10,
+Selective + mod 4 and Shifted Start, width 32; ``experiments/hypothesis_selection.md``). Both
+keep the paper's batch size (32), with a Transformer warmup of 100 steps
 (none for the probes). The claims they leave to ``paper-lite`` (1, 2, 5, 6, 7, 9, 11, 13, 22, 23,
 24 for RWKV-6) had cells that did not fit at CPU budgets (``experiments/claims_selection.md``:
 Vanilla + Succession and Shifted Start at 1,500 steps, SPE on mod 10; Selective, Selective + mod 4
