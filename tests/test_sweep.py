@@ -157,10 +157,15 @@ def test_a_yaml_spec_expands_like_the_dict(tmp_path):
 
 def test_paper_profile_is_the_protocol_grid():
     runs = get_profile("paper")
-    # 236 configs: Table 2 105, A1 90, A4 12 new (BOS), A5 10, A6 4, A7 10 new (BOS), A8 5
-    assert len(runs) == 236 * 5 == 1180
+    # 236 configs of the paper: Table 2 105, A1 90, A4 12 new (BOS), A5 10, A6 4, A7 10 new
+    # (BOS), A8 5; and countlib's own H1, 18 rows x 13 columns, of which the LSTM, Mamba and
+    # RWKV-6 columns (54) are A1's runs
+    assert len(runs) == (236 + 180) * 5 == 2080
     per_table = Counter(t for r in runs for t in r.tables)
-    assert per_table == {"2": 525, "A1": 450, "A4": 120, "A5": 50, "A6": 20, "A7": 100, "A8": 25}
+    assert per_table == {"2": 525, "A1": 450, "A4": 120, "A5": 50, "A6": 20, "A7": 100, "A8": 25,
+                         "H1": 18 * 13 * 5}  # fmt: skip
+    paper = [r for r in runs if set(r.tables) != {"H1"}]
+    assert len(paper) == 1180
     a6 = [r.config.model_options for r in runs if "A6" in r.tables]
     assert {(o["hidden"], o["causal"], o["pe"]) for o in a6} == {
         (32, True, "nope"), (32, False, "nope"), (4, True, "nope"), (4, False, "nope")}  # fmt: skip
@@ -170,7 +175,11 @@ def test_paper_profile_is_the_protocol_grid():
     assert {c.model_options["pe"] for c in table2} == set(PAPER_PES)
     assert {(c.model_options["hidden"], c.model_options["heads"]) for c in table2} == {(1024, 8)}
     assert {r.family for r in runs if "A1" in r.tables} == {"rnn", "lstm", "s4", "mamba", "rwkv6"}
-    assert 2_000 < gpu_hours(runs) < 5_000
+    assert 2_000 < gpu_hours(paper) < 5_000
+    negative = [
+        r.config.model_options for r in runs if r.family == "mamba" and "A1" not in r.tables
+    ]
+    assert {o["negative_eigenvalues"] for o in negative} == {True}  # A1's column stays [0, 1]
 
 
 def test_paper_lite_is_the_same_grid_for_one_gpu_day():
