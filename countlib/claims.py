@@ -489,15 +489,9 @@ OWN_CLAIMS: tuple[Claim, ...] = (
         Claim(
             "C1",
             f"With transitions in [0, 1], {family} fails mod 10 or Selective + mod 4 at 1 layer, "
-            "as the paper's account (linear transitions cannot count) predicts.",
-            (
-                (
-                    tuple(
-                        Condition((H1, _one_layer(t), family), "fails_ood", 0.94)
-                        for t in (MOD, SELMOD)
-                    )
-                ),
-            ),
+            "as the paper's account (no nonlinear state transition, no modular counting) "
+            "predicts.",
+            (_all("fails_ood", 0.94, _refs(H1, (_one_layer(MOD), _one_layer(SELMOD)), [family])),),
             any_of=True,
             rule="one of the two cells fits with OOD <= 94 %",
             part=family,
