@@ -13,7 +13,7 @@ import torch
 
 from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.models import MODELS
-from countlib.paper import PAPER_TASKS
+from countlib.paper import NEGATIVE, NEGATIVE_FAMILIES, PAPER_TASKS
 from countlib.tasks import list_tasks
 from countlib.train import Trainer, train
 from countlib.train.checkpoint import CheckpointError, load_state
@@ -88,6 +88,11 @@ FAMILY_OPTIONS = {
         for pe in ["nope", "sine", "ape", "rope", "spe", "alibi", "t5", "rope+ape"]
     },
     **{name: (name, options) for name, options in OPTIONS.items() if name != "transformer"},
+    # and with transitions in [-1, 1] (Table H1's option)
+    **{
+        f"{name}/negative_eigenvalues": (name, {**OPTIONS[name], NEGATIVE: True})
+        for _, name in NEGATIVE_FAMILIES
+    },
 }
 
 
