@@ -45,7 +45,8 @@ GPU-hours by `countlib.sweep.step_seconds`, all 2,080 about 5,700; `countlib swe
 prints it.
 
 ``paper-lite``: the same grid, one seed (1234) and 10,000 steps with evaluation every 2,000:
-about 36 V100 GPU-hours by the same model (a recent GPU should need well under that). It
+about 36 V100 GPU-hours by the same model, 20.7 of them the paper's tables: a V100 day for
+those and another half for Table H1 (a recent GPU should need well under that). It
 trains 31 times shorter than the paper: a first look at the whole grid, not its numbers.
 
 Table A5's budget is not stated anywhere; its runs get the same steps as the others.
@@ -219,7 +220,8 @@ PAPER: dict[str, Any] = {
 PAPER_LITE: dict[str, Any] = {
     **PAPER,
     "name": "paper-lite",
-    "description": "the paper's grid with one seed and 10,000 steps: one GPU in a day",
+    "description": "the paper's grid and Table H1 with one seed and 10,000 steps: one GPU, "
+    "about a day and a half",
     "steps": 10_000,
     "eval_every": 2_000,
     "seeds": [PAPER_SEEDS[0]],
