@@ -132,10 +132,6 @@ def _recurrent_column(model: str, negative: bool = False) -> Filter:
 
 
 _RECURRENT_COLUMNS = [(label, _recurrent_column(model)) for label, model in RECURRENT]
-#: Table A1's grid. The paper searched each family's hyper-parameters (lr {5e-5, 1e-4, 1e-3,
-#: 1e-2}, weight decay {0, 0.01, 0.001}, hidden {32, 128, 1024}, dropout {0, 0.1}) and never
-#: published the winners; these are the original code's defaults, all inside that space
-#: (seed-spec 2.2-2.4, 3.3-3.5).
 _A1_SHAPE = {"task": RECURRENT_TASKS, "layers": DEPTHS, "hidden": 128}
 _ORIGINAL_RNN = {"dropout": 0.1, "lr": 1e-2, "weight_decay": 0.01}
 #: Mamba names its transition range: a column filter reads it (`_recurrent_column`), and the
