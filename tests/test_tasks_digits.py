@@ -13,7 +13,7 @@ from countlib.models import build_model
 from countlib.paper import RECURRENT_TASKS
 from countlib.tasks import DataError, UnknownTaskError, get_task, real_length
 from countlib.tasks.counting import as_number
-from countlib.tasks.digits import DigitTask
+from countlib.tasks.digits import DigitTask, digits_of_largest
 from countlib.vocab import BLANK, PAD
 
 WIDTH = {
@@ -48,11 +48,15 @@ def test_every_table_a1_task_with_numbers_of_several_digits_has_a_registered_var
 
 @pytest.mark.parametrize("base", RECURRENT_TASKS)
 def test_width_is_that_of_the_largest_label(base):
-    task = DigitTask(get_task(base))
-    assert task.width == WIDTH[base]
     base_task = get_task(base)
+    assert digits_of_largest(base_task) == WIDTH[base]
     labels = {y for s in base_task.splits for _, ys in base_task.split(s) for y in ys}
-    assert len(str(max(n for n in map(as_number, labels) if n is not None))) == task.width
+    assert len(str(max(n for n in map(as_number, labels) if n is not None))) == WIDTH[base]
+    if WIDTH[base] == 1:
+        with pytest.raises(ValueError, match="single-digit numbers only"):
+            DigitTask(base_task)
+    else:
+        assert DigitTask(base_task).width == WIDTH[base]
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -91,10 +91,14 @@ class DigitTask(Task):
     def __init__(self, base: Task) -> None:
         if BLANK in base.vocab:
             raise ValueError(f"task {base.name!r} uses {BLANK!r} itself; its blanks are ambiguous")
+        self.width = digits_of_largest(base)
+        if self.width == 1:
+            raise ValueError(
+                f"task {base.name!r} has single-digit numbers only: its variant would be the base"
+            )
         self.base = base
         self.name = f"{base.name}_digits"
         self.aliases = ()
-        self.width = len(str(largest_number(base.vocab)))
         number_tokens = [tok for tok in base.vocab.tokens if as_number(tok) is not None]
         self._digits = {tok: list(tok.zfill(self.width)) for tok in number_tokens}
         self._blanks = [BLANK] * (self.width - 1)
@@ -110,19 +114,15 @@ class DigitTask(Task):
 
     def _digit_note(self) -> str:
         w = self.width
-        if w == 1:
-            detail = "every number of this task has one digit, so only the vocabulary changes"
-        else:
-            seven = " ".join("7".zfill(w))
-            rest = (
-                "its second digit labels the `<blk>` helper after it"
-                if w == 2
-                else f"its other {w - 1} digits label the {w - 1} `<blk>` helpers after it"
-            )
-            detail = f"`7` -> `{seven}`; a count's first digit labels its token, {rest}"
+        seven = " ".join("7".zfill(w))
+        rest = (
+            "its second digit labels the `<blk>` helper after it"
+            if w == 2
+            else f"its other {w - 1} digits label the {w - 1} `<blk>` helpers after it"
+        )
         return (
-            f"Numbers written as {w} digit{'s' * (w > 1)}, one token each ({detail}); "
-            "a count is scored per digit."
+            f"Numbers written as {w} digits, one token each (`7` -> `{seven}`; a count's first "
+            f"digit labels its token, {rest}); a count is scored per digit."
         )
 
     # -- lengths, measured on the rewritten splits ----------------------------------------------
@@ -281,7 +281,12 @@ def _in_positions(message: str, starts: list[int]) -> str:
     return _POSITION.sub(lambda m: f"position {starts[int(m[1])]}", message)
 
 
+def digits_of_largest(task: Task) -> int:
+    """W: the decimal digits of the task's largest number token, which bounds every label and
+    input number the task can produce."""
+    return len(str(largest_number(task.vocab)))
+
+
 for _name in RECURRENT_TASKS:
-    _variant = DigitTask(get_task(_name))
-    if _variant.width > 1:  # a variant of single-digit labels would be its base renamed
-        register(_variant)
+    if digits_of_largest(get_task(_name)) > 1:  # Selective's: single digits, nothing to split
+        register(DigitTask(get_task(_name)))
