@@ -541,14 +541,14 @@ OWN_CLAIMS: tuple[Claim, ...] = (
         for family, _ in NONLINEAR_FAMILIES
     ),
 )
-#: What a page says of countlib's own claims before showing them.
+#: What a page says of countlib's own claims before showing them (HTML).
 OWN_CLAIMS_TEXT = (
     "These are countlib's own claims, not the paper's: C1 is the paper's account (transitions "
     "in [0, 1] cannot count modularly), C2 and C3 the fix of Grazzi et al. and its price, C4 "
-    "the nonlinear end. Each rule was fixed in `countlib/claims.py` before its runs and reads "
-    "Table H1's cells at 1 layer (best of seeds); as for the paper's claims, a run that did not "
-    "fit (best IND below 95 %) says nothing, and a claim judged at a small scale is a finding "
-    "about that scale."
+    "the nonlinear end. Each rule was fixed in <code>countlib/claims.py</code> before its runs "
+    "and reads Table H1's cells at 1 layer (best of seeds); as for the paper's claims, a run "
+    "that did not fit (best IND below 95 %) says nothing, and a claim judged at a small scale is "
+    "a finding about that scale."
 )
 #: The paper's claims, then countlib's own.
 ALL_CLAIMS: tuple[Claim, ...] = CLAIMS + OWN_CLAIMS
@@ -663,3 +663,17 @@ def verdict_matrix_html(findings: Iterable[Finding]) -> str:
             )
         rows.append(f"<tr><th>{html.escape(family)}</th>{''.join(tds)}</tr>")
     return f'<table class="countlib-verdicts"><tr><th>family</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def own_findings_html(
+    findings: Iterable[Finding],
+    decided_by: Mapping[str, str] | None = None,
+    profile: str | None = None,
+) -> str:
+    """countlib's own claims as every page shows them: what they are, the verdict per family,
+    then the claims with their evidence (`findings_html`)."""
+    findings = list(findings)
+    return (
+        f"<p>{OWN_CLAIMS_TEXT}</p>{verdict_matrix_html(findings)}"
+        f"{findings_html(findings, decided_by, profile)}"
+    )
