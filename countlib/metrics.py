@@ -70,28 +70,34 @@ class EvalResult:
         return _rows("length", self.per_length)
 
 
-def _add(tally: dict[int, list[int]], keys: torch.Tensor, right: torch.Tensor) -> None:
-    """Add (correct, total) counts grouped by ``keys`` (1-D, values >= -1) into ``tally``."""
-    if keys.numel() == 0:
-        return
-    shifted = keys + 1  # bincount needs non-negative keys; real_index may be -1
-    totals = torch.bincount(shifted)
-    correct = torch.bincount(shifted[right], minlength=totals.numel())
-    for k, (c, t) in enumerate(zip(correct.tolist(), totals.tolist(), strict=True)):
-        if t:
-            entry = tally.setdefault(k - 1, [0, 0])
-            entry[0] += c
-            entry[1] += t
+def _grown(counts: torch.Tensor, width: int) -> torch.Tensor:
+    """``counts`` [2, w] zero-padded on the right to ``width`` columns (``width`` >= w)."""
+    return torch.nn.functional.pad(counts, (0, width - counts.shape[1]))
+
+
+def _tally_rows(counts: torch.Tensor) -> dict[int, list[int]]:
+    """A [2, K] tally (correct, total by key + 1) as {key: [correct, total]}, keys with a total."""
+    correct, totals = counts.tolist()
+    return {k - 1: [c, t] for k, (c, t) in enumerate(zip(correct, totals, strict=True)) if t}
 
 
 class Scores:
-    """Accumulates metrics over batches; ``result`` may be called at any point."""
+    """Accumulates metrics over batches; ``result`` may be called at any point.
 
-    def __init__(self) -> None:
-        self._counts = {name: [0, 0] for name in _SCALARS}
-        self._position: dict[int, list[int]] = {}
-        self._count: dict[int, list[int]] = {}
-        self._length: dict[int, list[int]] = {}
+    Every count stays on the batches' device until ``result`` reads it back, once: an update
+    launches work but never waits for it, so evaluating on a GPU does not stall on each batch.
+    Grouped tallies are therefore indexed by key + 1 into tensors whose width is known on the
+    host (the batch's length; ``label_ids``, the vocabulary size, for the per-count tally),
+    never by reading keys back.
+    """
+
+    def __init__(self, label_ids: int | None = None) -> None:
+        """``label_ids``: how many label ids there are (the vocabulary's size); None reads the
+        largest from each batch, a device synchronisation per batch."""
+        self.label_ids = label_ids
+        self._sums: torch.Tensor | None = None  # [2 * len(_SCALARS)]: correct, total of each
+        #: per-position / per-count / per-length: [2, width] (correct, total) by key + 1
+        self._tallies: dict[str, torch.Tensor] = {}
 
     def update(self, predictions: torch.Tensor, batch: Batch) -> None:
         """``predictions``: arg-max token ids, shaped like ``batch.labels``."""
@@ -122,27 +128,50 @@ class Scores:
             "last": is_last,
         }
         sums = [t for m in masks.values() for t in ((right & m).sum(), m.sum())]
-        sums += [exact.sum(), scored.sum()]
-        values = torch.stack(sums).tolist()  # one device sync for all scalar counts
-        for i, name in enumerate(_SCALARS):
-            self._counts[name][0] += values[2 * i]
-            self._counts[name][1] += values[2 * i + 1]
+        sums = torch.stack([*sums, exact.sum(), scored.sum()])
+        self._sums = sums if self._sums is None else self._sums + sums
 
-        hits = right[supervised]
-        _add(self._position, batch.real_index[supervised], hits)
-        _add(self._count, labels[supervised], hits)
+        # keys: real_index >= -1 and lengths <= T, so key + 1 < T + 2; labels < label_ids
+        width = labels.shape[1] + 2
+        labels_width = 1 + (self.label_ids or int(labels.max()) + 1)
         lengths = batch.lengths.to(labels.device)[:, None].expand_as(labels)
-        _add(self._length, lengths[supervised], hits)
+        self._add("position", batch.real_index, supervised, right, width)
+        self._add("count", labels, supervised, right, labels_width)
+        self._add("length", lengths, supervised, right, width)
+
+    def _add(
+        self,
+        name: str,
+        keys: torch.Tensor,
+        supervised: torch.Tensor,
+        right: torch.Tensor,
+        width: int,
+    ) -> None:
+        """Add (correct, total) of the supervised positions, grouped by ``keys`` (>= -1)."""
+        counts = torch.zeros(2, width, dtype=torch.long, device=keys.device)
+        shifted = (keys + 1).flatten()  # real_index and unsupervised labels may be -1
+        counts[0].index_add_(0, shifted, right.flatten().long())
+        counts[1].index_add_(0, shifted, supervised.flatten().long())
+        before = self._tallies.get(name)
+        if before is not None:
+            width = max(width, before.shape[1])
+            counts = _grown(counts, width) + _grown(before, width)
+        self._tallies[name] = counts
 
     def result(self, vocab: Vocab) -> EvalResult:
-        c = self._counts
+        sums = [0] * (2 * len(_SCALARS)) if self._sums is None else self._sums.tolist()
+        c = {name: sums[2 * i : 2 * i + 2] for i, name in enumerate(_SCALARS)}
+        position, count, length = (
+            _tally_rows(self._tallies[name]) if name in self._tallies else {}
+            for name in ("position", "count", "length")
+        )
         legacy = _ratio(*c["legacy"])
         per_count: dict[str, list[int]] = {}
-        for label_id in sorted(self._count):
+        for label_id in sorted(count):
             # A token listed twice in a vocabulary appears under one name.
             entry = per_count.setdefault(vocab.tokens[label_id], [0, 0])
-            entry[0] += self._count[label_id][0]
-            entry[1] += self._count[label_id][1]
+            entry[0] += count[label_id][0]
+            entry[1] += count[label_id][1]
         return EvalResult(
             acc=_ratio(*c["all"]),
             extrapolation_acc=_ratio(*c["extrapolation"]),
@@ -154,7 +183,7 @@ class Scores:
             tokens=c["all"][1],
             extrapolation_tokens=c["extrapolation"][1],
             sequences=c["exact"][1],
-            per_position=_frozen(self._position),
+            per_position=_frozen(position),
             per_count={k: (v[0], v[1]) for k, v in per_count.items()},
-            per_length=_frozen(self._length),
+            per_length=_frozen(length),
         )

@@ -203,3 +203,39 @@ def test_registry_shifted_start_legacy_versus_extrapolation():
     assert res.legacy_unseen_len_acc == 1.0
     assert res.extrapolation_acc < 1.0
     assert res.per_position[task.max_train_length] == (0, len(ood))
+
+
+def scores_over(task: Task, batches: list[Batch], **kwargs) -> EvalResult:
+    scores = Scores(**kwargs)
+    for batch in batches:
+        pred = batch.labels.clone()
+        pred[batch.real_index % 3 == 1] = task.vocab.id("0")  # some wrong, some right
+        scores.update(pred, batch)
+    return scores.result(task.vocab)
+
+
+def test_known_label_count_gives_the_same_scores_as_reading_the_labels():
+    """With the vocabulary's size given, the per-count tally never reads labels back; the
+    result is the same, batch after batch of other lengths."""
+    task = get_task("counting_samesymbol_shiftedstart3")
+    batches = list(evaluation_batches(task, task.split("ood")[:30], Collator(task, "shift"), 7))
+    assert len({batch.seq_len for batch in batches}) > 1
+    known = scores_over(task, batches, label_ids=len(task.vocab))
+    assert known == scores_over(task, batches)
+    assert 0 < known.acc < 1 and len(known.per_count) > 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_scores_update_without_a_device_synchronisation():
+    task = get_task("counting_samesymbol_shiftedstart3")
+    examples = task.split("ood")[:30]
+    batches = [b.to("cuda") for b in evaluation_batches(task, examples, Collator(task), 8)]
+    scores = Scores(label_ids=len(task.vocab))
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call in update raises
+    try:
+        for batch in batches:
+            scores.update(batch.labels.clone(), batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert scores.result(task.vocab).acc == 1.0

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from countlib.batches import Collator, evaluation_batches
 from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.models import MODELS
 from countlib.paper import NEGATIVE, NEGATIVE_FAMILIES, PAPER_TASKS
@@ -267,3 +269,29 @@ def test_keep_weights_from_the_command_line_and_none_kept_by_default(tmp_path):
     assert plain.name == kept.name and not (plain / "evaluations").exists()
     with pytest.raises(FileNotFoundError, match="kept none"):
         load_run_model(plain, "step-2")
+
+
+def test_cached_evaluation_batches_are_what_each_evaluation_would_collate(tmp_path):
+    """The trainer collates its evaluation batches once per run; under a random position
+    scheme they must still be exactly the batches a fresh collation draws."""
+    config = tiny(model="transformer", position_scheme="shift")
+    config = dataclasses.replace(config, model_options={"hidden": 16, "heads": 2, "layers": 1})
+    trainer = Trainer(config, tmp_path, device="cpu", progress=False)
+    trainer._build()
+    cached = trainer.evaluation_batches()
+    eval_config = trainer.config.eval
+    for name, examples in trainer.splits.items():
+        fresh = evaluation_batches(
+            trainer.task,
+            examples,
+            Collator(trainer.task, "shift", max_positions=trainer.collator.max_positions),
+            eval_config.batch_size,
+            shift_samples=eval_config.shift_samples,
+            seed=eval_config.seed,
+        )
+        pairs = list(zip(cached[name], fresh, strict=True))
+        assert pairs
+        for kept, drawn in pairs:
+            for field in dataclasses.fields(drawn):
+                assert torch.equal(getattr(kept, field.name), getattr(drawn, field.name))
+    assert trainer.evaluate_all() == trainer.evaluate_all()

@@ -26,14 +26,14 @@ from accelerate import Accelerator
 from tqdm import tqdm  # tqdm.auto warns in notebooks without ipywidgets
 
 import countlib
-from countlib.batches import Collator
+from countlib.batches import Batch, Collator, evaluation_batches
 from countlib.config import OptimConfig, RunConfig
 from countlib.metrics import EvalResult
 from countlib.models import build_model, freeze_token_rows, get_family, parameter_count
 from countlib.models.rwkv import l2wrap
 from countlib.tasks import Task, get_task
 from countlib.train.checkpoint import load_state, save_state, save_weights
-from countlib.train.evaluate import evaluate
+from countlib.train.evaluate import evaluate_batches
 from countlib.train.records import (
     TALLIES,
     RunDir,
@@ -172,6 +172,7 @@ class Trainer:
         cfg = self.config
         # Here rather than in __init__: a completed run is skipped without generating its splits.
         self.splits = {name: self.task.split(name, seed=cfg.eval.seed) for name in self.task.splits}
+        self._evaluation_batches: dict[str, list[Batch]] | None = None
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, len(self.task.vocab), **cfg.model_options)
         # The nullseq tasks' <null> row: zero and untrained in every family (seed-spec 7.14).
@@ -411,21 +412,38 @@ class Trainer:
     # -- evaluation and records --------------------------------------------------------------
 
     def evaluate_all(self) -> dict[str, EvalResult]:
-        cfg = self.config.eval
         return {
-            name: evaluate(
+            name: evaluate_batches(
                 self.model,
                 self.task,
-                examples,
-                self.collator,
-                batch_size=cfg.batch_size,
-                shift_samples=cfg.shift_samples,
-                seed=cfg.seed,
+                batches,
                 device=self.accelerator.device,
                 autocast=self.accelerator.autocast,
             )
-            for name, examples in self.splits.items()
+            for name, batches in self.evaluation_batches().items()
         }
+
+    def evaluation_batches(self) -> dict[str, list[Batch]]:
+        """Each split's evaluation batches, on the device. The evaluation rng restarts from its
+        seed at every evaluation, so every evaluation sees the same batches: they are collated
+        and copied once per run, not at each evaluation."""
+        if self._evaluation_batches is None:
+            cfg = self.config.eval
+            self._evaluation_batches = {
+                name: [
+                    batch.to(self.accelerator.device)
+                    for batch in evaluation_batches(
+                        self.task,
+                        examples,
+                        self.collator,
+                        cfg.batch_size,
+                        shift_samples=cfg.shift_samples,
+                        seed=cfg.seed,
+                    )
+                ]
+                for name, examples in self.splits.items()
+            }
+        return self._evaluation_batches
 
     def _evaluate_and_checkpoint(self) -> None:
         results = self.evaluate_all()
