@@ -2,12 +2,15 @@
 stacked into one batched model against K runs one after another (issue 13).
 
 Fast path: the trainer's own step (`Trainer._train_step`): batches padded only to their longest
-sequence, SDPA attention, the family's precision (bf16 for the Transformer on CUDA), the loss
-left on the device until it is read, once per timed round. Baseline, as the original trainers
-ran: the same batches padded on the host to the task's max_seq_len (128), the explicit float32
-attention for the Transformer under fp16 autocast on CUDA (the recurrent families keep their
-original precision, which is countlib's default for them), and the loss read back to the host
-with ``.item()`` after every step.
+sequence, SDPA attention, the family's precision (bf16 for the Transformer on CUDA), fused AdamW
+on CUDA, the loss left on the device until it is read, once per timed round. It is measured
+twice: with the batches drawn in the step, and drawn ahead on a background thread
+(`countlib.train.stream`, the trainer's default on CUDA); "fast" is the device's default of the
+two. Baseline, as the original trainers ran: the same batches drawn in the step and padded on
+the host to the task's max_seq_len (128), the explicit float32 attention for the Transformer
+under fp16 autocast on CUDA (the recurrent families keep their original precision, which is
+countlib's default for them), torch's unfused AdamW, and the loss read back to the host with
+``.item()`` after every step.
 
 Stacked (``--stacked K``): K seeds trained by `countlib.train.stacked` against the aggregate
 samples/s of K separate fast-path runs trained one after another at the same thread count. The
@@ -17,9 +20,11 @@ stacking can only amortise that share, so the ideal stacked speed-up is
 
 Steps of every path alternate in rounds (round-robin, the first round discarded as warm-up),
 so load from other processes hits them alike: the ratios are robust to it, the absolute
-samples/s are not. Model FLOPs are analytic, per trained token: 6 x the parameters outside
-embedding tables, plus 6 x layers x length x width for causal attention; MFU is against the
-GPU's dense bf16 peak (``--peak-tflops`` where the GPU is not in `PEAK_TFLOPS`), n/a on CPU.
+samples/s are not. A path drawing ahead restarts its drawing thread before each of its rounds:
+batches it drew while the other paths ran would otherwise come free. Model FLOPs are analytic,
+per trained token: 6 x the parameters outside embedding tables, plus 6 x layers x length x
+width for causal attention; MFU is against the GPU's dense bf16 peak (``--peak-tflops`` where
+the GPU is not in `PEAK_TFLOPS`), n/a on CPU.
 
     python benchmarks/train_throughput.py                     # CPU defaults, about a minute
     python benchmarks/train_throughput.py --device cuda       # the paper's sizes
@@ -48,6 +53,7 @@ from countlib.batches import IGNORE, Batch, Collator
 from countlib.config import OptimConfig, RunConfig
 from countlib.train.records import environment_record
 from countlib.train.stacked import StackedTrainer
+from countlib.train.stream import CUDA_BATCHES_AHEAD, batches_ahead
 from countlib.train.threads import cpu_threads
 from countlib.train.trainer import Trainer
 
@@ -146,15 +152,21 @@ class OriginalStyle(Trainer):
         super()._build()
         self.collator = PaddedCollator(self.collator, self.task.max_seq_len)
 
+    def fused_adamw(self) -> bool:
+        return False  # the original's torch AdamW, foreach kernels
+
     def _train_step(self) -> torch.Tensor:
         loss = super()._train_step()
         loss.item()  # the original logged every step's loss: a device synchronisation
         return loss
 
 
-def built(cls: type[Trainer], config: RunConfig, runs_dir: str, device: str) -> Trainer:
-    """A trainer ready to step: model, optimizer and data stream, no run records written."""
-    trainer = cls(config, runs_dir, device=device, progress=False)
+def built(
+    cls: type[Trainer], config: RunConfig, runs_dir: str, device: str, **kwargs: Any
+) -> Trainer:
+    """A trainer ready to step: model, optimizer and data stream, no run records written;
+    ``kwargs`` go to the trainer."""
+    trainer = cls(config, runs_dir, device=device, progress=False, **kwargs)
     trainer._build()
     trainer.model.train()
     return trainer
@@ -169,13 +181,19 @@ def synchronize(device: str) -> None:
 
 
 def timed_rounds(
-    steps: dict[str, Callable[[], Any]], rounds: int, per_round: int, device: str
+    steps: dict[str, Callable[[], Any]],
+    rounds: int,
+    per_round: int,
+    device: str,
+    before_round: dict[str, Callable[[], Any]] | None = None,
 ) -> dict[str, float]:
     """Median seconds per call of each step, over ``rounds`` rounds of ``per_round`` calls that
-    alternate between the steps; a first round warms up and is not counted."""
+    alternate between the steps; a first round warms up and is not counted. ``before_round``:
+    what to do, untimed, before each round of the steps it names."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for index in range(rounds + 1):
         for name, step in steps.items():
+            (before_round or {}).get(name, lambda: None)()
             synchronize(device)
             start = time.perf_counter()
             for _ in range(per_round):
@@ -232,24 +250,39 @@ def throughput_row(
 ) -> dict[str, Any]:
     config = run_config(spec)
     with tempfile.TemporaryDirectory() as runs_dir:
-        fast = built(Trainer, config, runs_dir, device)
-        base = built(OriginalStyle, baseline_config(config, device), runs_dir, device)
-        seconds = timed_rounds(
-            {"fast": fast_step(fast), "baseline": base._train_step}, rounds, per_round, device
-        )
+        ahead = built(Trainer, config, runs_dir, device, batches_ahead=CUDA_BATCHES_AHEAD)
+        in_step = built(Trainer, config, runs_dir, device, batches_ahead=0)
+        baseline = baseline_config(config, device)
+        base = built(OriginalStyle, baseline, runs_dir, device, batches_ahead=0)
+        try:
+            seconds = timed_rounds(
+                {
+                    "ahead": fast_step(ahead),
+                    "in_step": fast_step(in_step),
+                    "baseline": base._train_step,
+                },
+                rounds,
+                per_round,
+                device,
+                before_round={"ahead": ahead.close_batches},
+            )
+        finally:
+            ahead.close_batches()
         flops = model_flops(
-            fast.accelerator.unwrap_model(fast.model), fast.config, mean_length(fast)
+            in_step.accelerator.unwrap_model(in_step.model), config, mean_length(in_step)
         )
         precisions = [
             {"no": "fp32"}.get(t.accelerator.mixed_precision, t.accelerator.mixed_precision)
-            for t in (fast, base)
+            for t in (in_step, base)
         ]
+    seconds["fast"] = seconds["ahead" if batches_ahead(None, device) else "in_step"]
     batch = config.optim.batch_size
     row: dict[str, Any] = {"config": spec, "precision": "/".join(precisions)}
     for name, value in seconds.items():
         row[f"{name}_samples_s"] = batch / value
         row[f"{name}_mfu"] = None if peak is None else flops * batch / value / peak
     row["ratio"] = row["fast_samples_s"] / row["baseline_samples_s"]
+    row["ahead_ratio"] = row["ahead_samples_s"] / row["in_step_samples_s"]
     return row
 
 
@@ -302,7 +335,7 @@ def fmt(value: float | None, spec: str) -> str:
 def print_throughput(rows: list[dict[str, Any]]) -> None:
     print(
         f"{'config':48s} {'precision':>9s} {'fast/s':>9s} {'base/s':>9s} {'fast/base':>9s} "
-        f"{'MFU fast':>8s} {'MFU base':>8s}"
+        f"{'MFU fast':>8s} {'MFU base':>8s} {'ahead/s':>9s} {'in-step/s':>9s} {'ahead/in':>8s}"
     )
     for row in rows:
         if "error" in row:
@@ -311,7 +344,9 @@ def print_throughput(rows: list[dict[str, Any]]) -> None:
         print(
             f"{row['config']:48s} {row['precision']:>9s} {row['fast_samples_s']:9.1f} "
             f"{row['baseline_samples_s']:9.1f} {row['ratio']:8.2f}x "
-            f"{fmt(row['fast_mfu'], '8.1%')} {fmt(row['baseline_mfu'], '8.1%')}"
+            f"{fmt(row['fast_mfu'], '8.1%')} {fmt(row['baseline_mfu'], '8.1%')} "
+            f"{row['ahead_samples_s']:9.1f} {row['in_step_samples_s']:9.1f} "
+            f"{row['ahead_ratio']:7.2f}x"
         )
 
 

@@ -50,6 +50,10 @@ class Batch:
             }
         )
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked host memory, from which a copy to a GPU is asynchronous."""
+        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
     @property
     def size(self) -> int:
         return self.input_ids.shape[0]

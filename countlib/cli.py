@@ -143,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         allow_thread_change=args.allow_thread_change,
+        batches_ahead=args.batches_ahead,
     )
     summary = result.summary
     verb = "already complete" if result.skipped else result.status
@@ -346,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume a CPU run at another torch thread count than it was trained at (its "
         "numbers then differ from an uninterrupted run's); refused by default",
+    )
+    tr.add_argument(
+        "--batches-ahead",
+        type=int,
+        help="training batches drawn ahead on a background thread (default: 8 on CUDA, none on "
+        "CPU); the run's numbers are the same either way",
     )
     tr.set_defaults(func=cmd_train)
 

@@ -274,6 +274,10 @@ def _stacked_field(batches: Sequence[Batch], name: str, pad: float) -> torch.Ten
     return out
 
 
+def _pinned(tensor: torch.Tensor, pin: bool) -> torch.Tensor:
+    return tensor.pin_memory() if pin else tensor
+
+
 class StackedTrainer:
     """Trains K runs of one shape (`check_stackable`) as one batched model to their final
     statuses. Each run keeps a `Trainer` of its own for everything but the training step: set-up,
@@ -293,6 +297,7 @@ class StackedTrainer:
         log_every: int = 50,
         threads: int | None = None,
         allow_thread_change: bool = False,
+        batches_ahead: int | None = None,
     ) -> None:
         if not configs:
             raise ValueError("no runs to stack")
@@ -306,6 +311,7 @@ class StackedTrainer:
                 log_every=log_every,
                 threads=threads,
                 allow_thread_change=allow_thread_change,
+                batches_ahead=batches_ahead,
             )
             for config in configs
         ]
@@ -349,7 +355,11 @@ class StackedTrainer:
                 f"the runs resume from different steps ({steps}): train them separately"
             )
         self._build(members)
-        return self._loop(members)
+        try:
+            return self._loop(members)
+        finally:
+            for member in members:
+                member.close_batches()
 
     def _build(self, members: list[Trainer]) -> None:
         first = members[0]
@@ -357,7 +367,9 @@ class StackedTrainer:
         models = [member.accelerator.unwrap_model(member.model) for member in members]
         self.model = stack_models(models)
         self.params = list(self.model.parameters())
-        self.optimizer, self.scheduler = build_optimizer(self.params, first.config.optim)
+        self.optimizer, self.scheduler = build_optimizer(
+            self.params, first.config.optim, fused=first.fused_adamw()
+        )
         saved = [member.optimizer.state_dict() for member in members]
         if saved[0]["state"]:  # resumed: continue from the runs' own optimizer states
             self.optimizer.load_state_dict(stack_optimizer_states(saved, self.params))
@@ -445,21 +457,17 @@ class StackedTrainer:
         """One optimizer step of every run, each on a batch of its own stream; the runs'
         losses [K], left on the device."""
         first = members[0]
-        batches = [
-            member.collator(
-                member.task.sample_batch(member.data_rng, member.config.optim.batch_size),
-                member.data_rng,
-            )
-            for member in members
-        ]
+        batches = [member.next_batch() for member in members]
         fields = {
             "input_ids": first.task.vocab.pad_id,
             "labels": IGNORE,
             "attention_mask": False,
             "position_ids": 0,
         }
+        cuda = self.device.type == "cuda"
         ids, labels, mask, positions = (
-            _stacked_field(batches, name, pad).to(self.device, non_blocking=True)
+            # pinned, the copy to the GPU is asynchronous; from pageable memory it is not
+            _pinned(_stacked_field(batches, name, pad), cuda).to(self.device, non_blocking=True)
             for name, pad in fields.items()
         )
         with first.accelerator.autocast():

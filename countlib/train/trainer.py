@@ -41,6 +41,8 @@ from countlib.train.records import (
     atomic_write_json,
     environment_record,
 )
+from countlib.train.stream import TrainingBatches
+from countlib.train.stream import batches_ahead as batches_ahead_by_default
 from countlib.train.threads import ThreadCountChangedError, cpu_threads
 
 BEST_CHECKPOINT_NOTE = (
@@ -95,12 +97,17 @@ def resolve_precision(precision: str, device: str, model: str) -> str:
 
 
 def build_optimizer(
-    params: Iterable[Any], optim: OptimConfig
+    params: Iterable[Any], optim: OptimConfig, *, fused: bool = False
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over ``params`` (tensors or param groups) and its schedule: linear warmup over
-    ``optim.warmup_steps``, then constant."""
+    ``optim.warmup_steps``, then constant. ``fused``: torch's single-kernel AdamW, the same
+    update rounded differently (about 1e-7), instead of its per-group ("foreach") kernels."""
     optimizer = torch.optim.AdamW(
-        params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas
+        params,
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+        betas=optim.betas,
+        fused=fused or None,
     )
     warmup = optim.warmup_steps
     # Scheduler stays outside accelerate: it would step once per process and stretch warmup.
@@ -137,16 +144,20 @@ class Trainer:
         log_every: int = 50,
         threads: int | None = None,
         allow_thread_change: bool = False,
+        batches_ahead: int | None = None,
     ) -> None:
         """``threads``: torch threads while training, None for the thread policy's count
         (`countlib.train.threads`). ``allow_thread_change``
         resumes a CPU run at another thread count than it was trained at, with a warning,
-        instead of refusing."""
+        instead of refusing. ``batches_ahead``: training batches drawn ahead on a background
+        thread, None for the default of `countlib.train.stream.batches_ahead` (some on CUDA,
+        none on CPU); the batches, and so the run's numbers, are the same either way."""
         self.config = config.resolve()
         self.hash = config.config_hash()
         self.run = RunDir(Path(runs_dir) / self.config.run_name())
         self.device = resolve_device(device)
         self.threads = cpu_threads() if threads is None else threads
+        self.batches_ahead = batches_ahead_by_default(batches_ahead, self.device)
         self.allow_thread_change = allow_thread_change
         #: Runs trained together with this one as one batched model (`countlib.train.stacked`),
         #: recorded with each training segment: their wall time is the group's. 1: alone.
@@ -179,10 +190,13 @@ class Trainer:
         frozen = self.task.vocab.ids(self.task.frozen_tokens)
         self.zero_frozen_rows = freeze_token_rows(model, frozen)
         groups = model.param_groups(cfg.optim) if hasattr(model, "param_groups") else None
-        optimizer, self.scheduler = build_optimizer(groups or model.parameters(), cfg.optim)
+        optimizer, self.scheduler = build_optimizer(
+            groups or model.parameters(), cfg.optim, fused=self.fused_adamw()
+        )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         process = self.accelerator.process_index
         self.data_rng = random.Random(f"data/{cfg.data_seed}/{process}")
+        self._training_batches: TrainingBatches | None = None
         self.step = 0
         self.train_rows: list[list[Any]] = []
         self.eval_rows: list[list[Any]] = []
@@ -194,6 +208,12 @@ class Trainer:
         #: and versions (what exact resume depends on).
         self.segments: list[dict[str, Any]] = []
 
+    def fused_adamw(self) -> bool:
+        """Fused AdamW on CUDA, where it replaces a few kernel launches per parameter group
+        with one. On CPU the foreach kernels stay, so CPU runs keep the numbers recorded before
+        it. A resumed run keeps the kind it started with: the optimizer's state carries it."""
+        return self.device.startswith("cuda")
+
     def _state(self) -> dict[str, Any]:
         scaler = self.accelerator.scaler
         return {
@@ -204,7 +224,7 @@ class Trainer:
             "scaler": scaler.state_dict() if scaler is not None else {},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "data_rng": json.dumps(self.data_rng.getstate()),
+            "data_rng": json.dumps(self._data_rng_state()),
             "history": json.dumps(
                 {
                     "train": self.train_rows,
@@ -227,6 +247,7 @@ class Trainer:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         version, internal, gauss = json.loads(state["data_rng"])
+        self.close_batches()  # any batches drawn ahead came from the state before this one
         self.data_rng.setstate((version, tuple(internal), gauss))
         history = json.loads(state["history"])
         self.train_rows = history["train"]
@@ -248,7 +269,10 @@ class Trainer:
             if self.run.is_complete():  # another process finished it while we waited
                 return self.run_training()
             self._start()
-            return self._loop()
+            try:
+                return self._loop()
+            finally:
+                self.close_batches()
 
     def final_result(self) -> TrainResult | None:
         """The recorded result of a run that is final already, None if it has to train."""
@@ -284,6 +308,8 @@ class Trainer:
             "torch": torch.__version__,
             "countlib": countlib.__version__,
             "stacked_runs": self.stacked_runs,
+            "batches_ahead": self.batches_ahead,
+            "adamw": "fused" if self.optimizer.param_groups[0]["fused"] else "unfused",
         }
         if self.segments:
             self._check_thread_count(self.segments[-1], segment)
@@ -368,9 +394,34 @@ class Trainer:
         bar.close()
         return self._finish("diverged", reason)
 
+    def next_batch(self) -> Batch:
+        """The run's next training batch, on the host (`countlib.train.stream`)."""
+        if self._training_batches is None:
+            self._training_batches = TrainingBatches(
+                self.task,
+                self.collator,
+                self.config.optim.batch_size,
+                self.data_rng,
+                ahead=self.batches_ahead,
+                pin=self.device.startswith("cuda"),
+            )
+        return next(self._training_batches)
+
+    def _data_rng_state(self) -> Any:
+        """The data rng's state after the batches trained on so far (what a checkpoint keeps)."""
+        if self._training_batches is None:
+            return self.data_rng.getstate()
+        return self._training_batches.rng_state()
+
+    def close_batches(self) -> None:
+        """Stop drawing batches ahead; the data rng stays where the batches trained on left it."""
+        if self._training_batches is not None:
+            self._training_batches.close()
+            self.data_rng.setstate(self._training_batches.rng_state())
+            self._training_batches = None
+
     def _train_step(self) -> torch.Tensor:
-        examples = self.task.sample_batch(self.data_rng, self.config.optim.batch_size)
-        batch = self.collator(examples, self.data_rng).to(self.accelerator.device)
+        batch = self.next_batch().to(self.accelerator.device)
         with self.accelerator.autocast():
             logits = self.model(
                 batch.input_ids,
