@@ -57,7 +57,7 @@ if [[ "$TINY" == 1 ]]; then
 else
   BENCH=()
 fi
-timeout 240 "$PYTHON" benchmarks/train_throughput.py --device "$DEVICE" "${BENCH[@]}" \
+timeout 300 "$PYTHON" benchmarks/train_throughput.py --device "$DEVICE" "${BENCH[@]}" \
   --out "$FOLDER/train_throughput.json" | tee "$FOLDER/train_throughput.txt"
 # the paper grid's GPU-hours from these measured step times (paper_estimate.txt)
 timeout 60 "$PYTHON" -m countlib sweep --profile paper --dry-run --runs-dir "$FOLDER/runs" \
@@ -83,7 +83,7 @@ grid:
             mingru, minlstm, slstm]
     hidden: $RECURRENT
 EOF
-timeout 300 "$PYTHON" -m countlib sweep --spec "$FOLDER/smoke.yaml" --runs-dir "$FOLDER/runs" \
+timeout 240 "$PYTHON" -m countlib sweep --spec "$FOLDER/smoke.yaml" --runs-dir "$FOLDER/runs" \
   --device "$DEVICE" > "$FOLDER/smoke.txt" 2>&1
 echo "sweep exit status $?"
 "$PYTHON" - "$FOLDER/runs" <<'EOF' | tee "$FOLDER/smoke_summary.txt"

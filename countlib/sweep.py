@@ -498,8 +498,9 @@ def format_plan(
     measured_left = [run for run in measured if run.name in to_train]
     fallback_left = [run for run in fallback if run.name in to_train]
     device = step_times.device
+    unit = "hours" if device.startswith("CPU") else "GPU-hours"
     lines.append(
-        f"{head} {hours(measured):,.1f} GPU-hours on {device} in all, at most "
+        f"{head} {hours(measured):,.1f} {unit} on {device} in all, at most "
         f"{hours(measured_left):,.1f} left, from measured step times: "
         f"{len(measured_left)} of the {len(left)} runs to train measured, "
         f"{len(fallback_left)} by the constant model"

@@ -60,3 +60,13 @@ def test_benchmark_writes_its_json(tmp_path):
     assert (
         record["device"] == "cpu" and record["throughput"][0]["config"] == "lstm:hidden=8,batch=4"
     )
+
+
+def test_the_gpu_benchmark_measures_every_family_the_paper_profile_trains(bench):
+    """The paper's dry-run estimate from the GPU benchmark's times falls back to the constant
+    model for a family without a row; every family of the profile has one."""
+    from countlib.profiles import get_profile
+
+    trained = {run.config.model for run in get_profile("paper")}
+    measured = {spec.partition(":")[0] for spec in bench.GPU_CONFIGS}
+    assert trained <= measured, sorted(trained - measured)
