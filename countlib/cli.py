@@ -155,8 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "complete" else 1
 
 
-def _workers(value: str) -> int:
-    """``--workers``: a count of parallel runs, at least 1 (0 or -1 must not mean a default)."""
+def _positive_count(value: str) -> int:
+    """A count of at least 1 (``--workers``, ``--stack``): 0 or -1 must not mean a default."""
     try:
         count = int(value)
     except ValueError:
@@ -281,6 +281,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             log=lambda line: print(line, flush=True),
             retrain_broken=args.retrain_broken,
             workers_per_gpu=args.workers_per_gpu,
+            stack=args.stack,
         )
     except ExecutorUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -396,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--runs-dir", default="runs")
     book.add_argument("--executor", choices=("sequential", "pool", "ray"), default="pool")
     book.add_argument(
-        "--workers", type=_workers, help="parallel runs (default: GPUs, or CPU cores)"
+        "--workers", type=_positive_count, help="parallel runs (default: GPUs, or CPU cores)"
     )
     book.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     book.add_argument("--notebook", action="append", help="execute only these pages")
@@ -421,15 +422,25 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--runs-dir", default="runs")
     sw.add_argument("--executor", choices=("sequential", "pool", "ray"), default="sequential")
     sw.add_argument("--address", help="Ray cluster address (default: start a local instance)")
-    sw.add_argument("--workers", type=_workers, help="parallel runs (default: GPUs, or CPU cores)")
+    sw.add_argument(
+        "--workers", type=_positive_count, help="parallel runs (default: GPUs, or CPU cores)"
+    )
     sw.add_argument("--device", default="auto", help="cpu, cuda or auto")
     sw.add_argument(
         "--workers-per-gpu",
-        type=_workers,
+        type=_positive_count,
         default=1,
         metavar="K",
         help="pool executor on GPUs: K workers share each visible GPU (worker i on GPU i // K), "
         "for families that stacking does not batch (default 1)",
+    )
+    sw.add_argument(
+        "--stack",
+        type=_positive_count,
+        default=1,
+        metavar="K",
+        help="train up to K fresh runs of one shape (seeds) as one batched model per worker; "
+        "pays on a GPU, not on CPU (benchmarks/train_throughput.py); default 1, none",
     )
     sw.add_argument("--dry-run", action="store_true", help="list the runs and GPU-hours only")
     sw.add_argument(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import json
 import math
 import multiprocessing
 import os
@@ -50,10 +51,11 @@ import torch
 from countlib.config import EvalConfig, OptimConfig, RunConfig, read_json, read_yaml
 from countlib.paper import get_table
 from countlib.tasks import get_task
-from countlib.train import train
+from countlib.train import TrainResult, train
 from countlib.train.records import RunDir, RunLockedError, RunRecordError
+from countlib.train.stacked import check_stackable, train_stacked
 from countlib.train.threads import available_cores, cpu_threads, thread_environment
-from countlib.train.trainer import resolve_device
+from countlib.train.trainer import resolve_device, resolve_precision
 
 META_KEYS = ("name", "description", "grid")
 TAG_KEYS = ("table", "family")
@@ -592,9 +594,90 @@ def run_one(
     except Exception:
         elapsed = time.perf_counter() - started
         return RunOutcome(name, run_dir, FAILED, error=traceback.format_exc(), seconds=elapsed)
+    return _outcome(result, time.perf_counter() - started)
+
+
+def _outcome(result: TrainResult, seconds: float) -> RunOutcome:
+    """How a trained (or skipped, already final) run went."""
     final = COMPLETED if result.status == "complete" else DIVERGED
     status = SKIPPED if result.skipped else final
-    return RunOutcome(name, run_dir, status, result.status, seconds=time.perf_counter() - started)
+    path = result.run_dir.path
+    return RunOutcome(path.name, path, status, result.status, seconds=seconds)
+
+
+def run_group(
+    configs: Sequence[RunConfig],
+    runs_dir: str | Path,
+    device: str = "auto",
+    progress: bool = False,
+    threads: int | None = None,
+) -> list[RunOutcome]:
+    """Train runs of one shape stacked into one batched model (`countlib.train.stacked`), or
+    one run alone, and say how each went; never raises for a failure of the runs themselves.
+
+    If another process holds one of the runs, each is trained alone instead, so that the
+    others still train here and the held one is waited for as usual. A failure fails every run
+    of the group with its traceback; each resumes from its last checkpoint, alone or stacked.
+    """
+    if len(configs) == 1:
+        return [run_one(configs[0], runs_dir, device, progress, threads)]
+    started = time.perf_counter()
+    try:
+        results = train_stacked(
+            configs, runs_dir, device=device, progress=progress, threads=threads
+        )
+    except RunLockedError:
+        return [run_one(config, runs_dir, device, progress, threads) for config in configs]
+    except Exception:
+        error, elapsed = traceback.format_exc(), time.perf_counter() - started
+        return [
+            RunOutcome(c.run_name(), Path(runs_dir) / c.run_name(), FAILED, error=error,
+                       seconds=elapsed)
+            for c in configs
+        ]  # fmt: skip
+    elapsed = time.perf_counter() - started  # a stacked run's wall time is the group's
+    return [_outcome(result, elapsed) for result in results]
+
+
+def work_units(
+    runs: Sequence[SweepRun], runs_dir: str | Path, device: str = "auto", stack: int = 1
+) -> list[list[SweepRun]]:
+    """The sweep's units of work, each trained by one worker (`run_group`): with ``stack`` K >
+    1, runs of one shape that differ only in their seeds, K at most to a unit, in the order of
+    their first run; every other run alone. Only fresh runs are stacked: a run with a
+    checkpoint resumes alone (a stacked run's checkpoint resumes alone exactly), and so do the
+    runs stacking cannot train (`countlib.train.stacked.check_stackable`; fp16 runs, one loss
+    scale for K runs)."""
+    if stack < 1:
+        raise ValueError(f"runs to stack must be at least 1, got {stack}")
+    units: list[list[SweepRun]] = []
+    open_units: dict[str, list[SweepRun]] = {}
+    for run in runs:
+        shape = _stack_shape(run.config, Path(runs_dir), device) if stack > 1 else None
+        unit = open_units.get(shape) if shape is not None else None
+        if unit is None or len(unit) == stack:
+            unit = []
+            units.append(unit)
+            if shape is not None:
+                open_units[shape] = unit
+        unit.append(run)
+    return units
+
+
+def _stack_shape(config: RunConfig, runs_dir: Path, device: str) -> str | None:
+    """What runs stacked together must share (their resolved config but the seeds), or None
+    if this run is not to be stacked (`work_units`)."""
+    if RunDir(runs_dir / config.run_name()).last.exists():
+        return None
+    resolved = config.resolve()
+    try:
+        precision = resolve_precision(resolved.precision, resolve_device(device), resolved.model)
+        check_stackable([config])
+    except ValueError:  # not stackable, or a bad setting its trainer will report alone
+        return None
+    if precision == "fp16":
+        return None
+    return json.dumps(replace(resolved, seed=0, data_seed=0).to_dict(), sort_keys=True)
 
 
 def _already_final(
@@ -636,6 +719,7 @@ def run_sweep(
     log: Callable[[str], None] | None = None,
     retrain_broken: bool = False,
     workers_per_gpu: int = 1,
+    stack: int = 1,
 ) -> SweepReport:
     """Train every run of the sweep that is not final yet and report on all of them.
 
@@ -646,7 +730,10 @@ def run_sweep(
     batch, whose small runs leave a GPU mostly idle); ``ray`` submits each run as a
     Ray task with one GPU, or one CPU, to the cluster at ``address`` (None: a local instance
     with ``workers`` CPUs). With Ray, countlib must be installed on every node and ``runs_dir``
-    must be on a shared file system. Every executor trains at the thread policy's count
+    must be on a shared file system. ``stack`` K > 1 trains up to K fresh runs of one shape
+    (seeds) as one batched model in one worker (`work_units`, `countlib.train.stacked`): it
+    pays where a step's fixed cost is a large share, as on a GPU; on CPU it does not (see
+    benchmarks/train_throughput.py). Every executor trains at the thread policy's count
     (`countlib.train.threads`): ``OMP_NUM_THREADS`` if set, else 1.
 
     A run that another process is training (its lock is held) is waited for once the others
@@ -692,16 +779,26 @@ def run_sweep(
             record(outcome)
 
     while todo:
+        units = work_units(todo, runs_dir, device, stack)
         if executor == "sequential":
-            for run in todo:
-                record_or_wait(run_one(run.config, runs_dir, device, progress))
+            for unit in units:
+                for outcome in run_group(_configs(unit), runs_dir, device, progress):
+                    record_or_wait(outcome)
         elif executor == "pool":
-            _run_pool(todo, runs_dir, device, workers, progress, record_or_wait, workers_per_gpu)
+            _run_pool(units, runs_dir, device, workers, progress, record_or_wait, workers_per_gpu)
         else:
-            _run_ray(todo, runs_dir, device, workers, address, record_or_wait)
+            _run_ray(units, runs_dir, device, workers, address, record_or_wait)
         todo = _wait_for_other_processes(locked, runs_dir, record, log)
         locked.clear()
     return SweepReport([outcomes[run.name] for run in ordered])
+
+
+def _configs(unit: Sequence[SweepRun]) -> list[RunConfig]:
+    return [run.config for run in unit]
+
+
+def _failed(unit: Sequence[SweepRun], runs_dir: Path, error: str) -> list[RunOutcome]:
+    return [RunOutcome(run.name, runs_dir / run.name, FAILED, error=error) for run in unit]
 
 
 def _wait_for_other_processes(
@@ -785,8 +882,8 @@ def _pool_worker(
     # pools are sized here, before any work has started them
     torch.set_num_threads(slot.threads)
     torch.set_num_interop_threads(slot.threads)
-    while (config := connection.recv()) is not None:
-        connection.send(run_one(config, runs_dir, slot.device, progress, slot.threads))
+    while (configs := connection.recv()) is not None:
+        connection.send(run_group(configs, runs_dir, slot.device, progress, slot.threads))
     connection.close()
 
 
@@ -826,11 +923,11 @@ def _watch_parent(parent: int, interval: float = 0.5) -> None:
 
 
 class _Worker:
-    """A pool process that trains one run after another on its slot.
+    """A pool process that trains one unit of work (`work_units`) after another on its slot.
 
     Importing torch and countlib costs seconds, more than a tiny run trains; a worker pays it
-    once. A run that kills its worker (out of memory, a segfault in a kernel) takes only itself
-    down: the pool reports it failed and starts a fresh worker on the slot.
+    once. A run that kills its worker (out of memory, a segfault in a kernel) takes only its
+    unit down: the pool reports it failed and starts a fresh worker on the slot.
     """
 
     def __init__(self, context: Any, slot: _Slot, runs_dir: Path, progress: bool) -> None:
@@ -856,7 +953,7 @@ class _Worker:
 
 
 def _run_pool(
-    runs: list[SweepRun],
+    units: list[list[SweepRun]],
     runs_dir: Path,
     device: str,
     workers: int | None,
@@ -866,32 +963,32 @@ def _run_pool(
 ) -> None:
     # Spawn, not fork: CUDA cannot be used after a fork.
     context = multiprocessing.get_context("spawn")
-    slots = _pool_slots(device, workers, per_gpu)[: len(runs)]
+    slots = _pool_slots(device, workers, per_gpu)[: len(units)]
     idle = [_Worker(context, slot, runs_dir, progress) for slot in slots]
-    pending = deque(runs)
-    busy: dict[Connection, tuple[SweepRun, _Worker]] = {}
+    pending = deque(units)
+    busy: dict[Connection, tuple[list[SweepRun], _Worker]] = {}
     try:
         while pending or busy:
             while pending and idle:
-                worker, run = idle.pop(), pending.popleft()
-                worker.connection.send(run.config)
-                busy[worker.connection] = (run, worker)
+                worker, unit = idle.pop(), pending.popleft()
+                worker.connection.send(_configs(unit))
+                busy[worker.connection] = (unit, worker)
             for connection in wait(list(busy)):
-                run, worker = busy.pop(connection)
+                unit, worker = busy.pop(connection)
                 try:
-                    outcome = connection.recv()
+                    outcomes = connection.recv()
                 except EOFError:
                     worker.kill()
-                    outcome = RunOutcome(
-                        run.name,
-                        runs_dir / run.name,
-                        FAILED,
-                        error=f"worker process exited with code {worker.process.exitcode} "
+                    outcomes = _failed(
+                        unit,
+                        runs_dir,
+                        f"worker process exited with code {worker.process.exitcode} "
                         "before reporting (killed, out of memory or crashed)",
                     )
                     worker = _Worker(context, worker.slot, runs_dir, progress)
                 idle.append(worker)
-                record(outcome)
+                for outcome in outcomes:
+                    record(outcome)
     finally:
         # interrupted: stop the runs in flight; each resumes from its last checkpoint
         for _, worker in busy.values():
@@ -913,13 +1010,13 @@ def _import_ray() -> Any:
     return ray
 
 
-def _ray_task(config: RunConfig, runs_dir: Path, device: str) -> RunOutcome:
+def _ray_task(configs: list[RunConfig], runs_dir: Path, device: str) -> list[RunOutcome]:
     # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
-    return run_one(config, runs_dir, device)
+    return run_group(configs, runs_dir, device)
 
 
 def _run_ray(
-    runs: list[SweepRun],
+    units: list[list[SweepRun]],
     runs_dir: Path,
     device: str,
     workers: int | None,
@@ -941,17 +1038,18 @@ def _run_ray(
         resources = {"num_cpus": 1, "num_gpus": 1 if use_gpu else 0}
         task = ray.remote(**resources)(_ray_task)
         run_device = "cuda" if use_gpu else "cpu"
-        submitted = {task.remote(run.config, runs_dir, run_device): run for run in runs}
+        submitted = {task.remote(_configs(unit), runs_dir, run_device): unit for unit in units}
         waiting = list(submitted)
         try:
             while waiting:
                 done, waiting = ray.wait(waiting, num_returns=1)
-                run = submitted[done[0]]
+                unit = submitted[done[0]]
                 try:
-                    outcome = ray.get(done[0])
+                    outcomes = ray.get(done[0])
                 except Exception as err:  # the worker died: Ray's error holds the traceback
-                    outcome = RunOutcome(run.name, runs_dir / run.name, FAILED, error=str(err))
-                record(outcome)
+                    outcomes = _failed(unit, runs_dir, str(err))
+                for outcome in outcomes:
+                    record(outcome)
         except BaseException:
             # interrupted: a cluster would otherwise go on training runs nobody waits for
             for ref in waiting:

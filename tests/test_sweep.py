@@ -525,3 +525,78 @@ def test_workers_per_gpu_is_checked(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
         countlib.sweep._pool_slots("cuda", None, 2)
+
+
+# -- stacked sweeps ---------------------------------------------------------------------------
+
+
+def _stack_case(seeds=(1, 2, 3)) -> list[RunConfig]:
+    """Seeds of one LSTM shape, interleaved with runs that must not join them."""
+
+    def lstm(seed: int, hidden: int = 8) -> RunConfig:
+        return RunConfig(
+            task="shifted_start",
+            model="lstm",
+            model_options={"hidden": hidden},
+            optim=OptimConfig(steps=6, batch_size=4, lr=1e-2),
+            eval=EvalConfig(every=3, batch_size=256),
+            seed=seed,
+        )
+
+    others = [
+        RunConfig(task="shifted_start", model="s4", model_options={"hidden": 8},
+                  optim=OptimConfig(steps=6, batch_size=4)),  # not a stackable family
+        lstm(1, hidden=16),  # another shape
+    ]  # fmt: skip
+    return [lstm(seeds[0]), *others, *(lstm(seed) for seed in seeds[1:])]
+
+
+def test_work_units_stack_fresh_seeds_of_one_shape_and_leave_the_rest_alone(tmp_path):
+    configs = _stack_case(seeds=(1, 2, 3, 4, 5))
+    runs = [countlib.sweep.SweepRun(c) for c in configs]
+    RunDir(tmp_path / runs[-1].name).last.parent.mkdir(parents=True)
+    RunDir(tmp_path / runs[-1].name).last.write_bytes(b"a checkpoint")  # seed 5 resumes alone
+    units = countlib.sweep.work_units(runs, tmp_path, "cpu", stack=3)
+    seeds = [[run.config.seed for run in unit] for unit in units]
+    assert seeds == [[1, 2, 3], [1234], [1], [4], [5]]
+    assert [unit[0].config.model for unit in units[1:3]] == ["s4", "lstm"]
+    assert countlib.sweep.work_units(runs, tmp_path, "cpu") == [[run] for run in runs]
+    with pytest.raises(ValueError, match="at least 1"):
+        countlib.sweep.work_units(runs, tmp_path, "cpu", stack=0)
+
+
+def test_a_stacked_sweep_gives_the_records_of_separate_runs(tmp_path, one_thread):
+    from tests.test_stacked import assert_same_records
+
+    configs = _stack_case()
+    alone = run_sweep(configs, tmp_path / "alone", device="cpu")
+    stacked = run_sweep(configs, tmp_path / "stacked", device="cpu", stack=3)
+    assert [o.status for o in stacked.outcomes] == ["completed"] * len(configs)
+    for index in (0, 3, 4):  # the three LSTM seeds
+        assert_same_records(
+            RunDir(alone.outcomes[index].run_dir), RunDir(stacked.outcomes[index].run_dir)
+        )
+    for outcome in stacked.outcomes[1:3]:
+        segments = RunDir(outcome.run_dir).read_environment()["segments"]
+        assert [s["stacked_runs"] for s in segments] == [1]
+
+
+def test_the_pool_executor_trains_a_stacked_unit_in_one_worker(tmp_path):
+    configs = _stack_case()
+    lines = []
+    report = run_sweep(
+        configs, tmp_path, executor="pool", device="cpu", workers=2, stack=3, log=lines.append
+    )
+    assert [o.status for o in report.outcomes] == ["completed"] * len(configs)
+    assert len(lines) == len(configs)
+    stacked = [RunDir(report.outcomes[i].run_dir).read_environment() for i in (0, 3, 4)]
+    assert all(env["segments"][0]["stacked_runs"] == 3 for env in stacked)
+
+
+def test_runs_training_in_fp16_are_not_stacked(tmp_path, monkeypatch):
+    """On CUDA the LSTM trains in fp16 by default, whose loss scaling would skip a step of all
+    K runs when one overflows: its seeds stay apart there, and stack on CPU (fp32)."""
+    runs = [countlib.sweep.SweepRun(c) for c in _stack_case()]
+    assert len(countlib.sweep.work_units(runs, tmp_path, "cpu", stack=3)) == 3
+    monkeypatch.setattr(countlib.sweep, "resolve_device", lambda device: "cuda")
+    assert countlib.sweep.work_units(runs, tmp_path, "cuda", stack=3) == [[run] for run in runs]
