@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The prepared GPU check of issue 13, about 10 minutes on one GPU; everything lands in one folder.
 #
-#   bash benchmarks/gpu_check.sh [FOLDER]        # FOLDER: $1, else $OUT, else gpu_check-<time>
+#   bash benchmarks/gpu_check.sh [FOLDER]        # FOLDER: $1, else gpu_check-<time>
 #
-# 1. the GPU extras (mamba-ssm, causal-conv1d, flash-linear-attention), installed if missing;
-#    without them (no network) the families fall back to countlib's kernels, and the smoke's
-#    summary says which backend each run used;
+# Under the device tool ($OUT set, at most 8 files come back) the folder is a scratch one, and
+# $OUT receives the key text files and gpu_check.tgz of the rest (weights left out).
+#
+# 1. the GPU extras (mamba-ssm, causal-conv1d, flash-linear-attention): from the wheels in
+#    .whl/ where that folder exists (an offline machine), else from pip if missing; without
+#    them the families fall back to countlib's kernels, and the smoke's summary says which
+#    backend each run used. countlib itself runs from the checkout (PYTHONPATH);
 # 2. benchmarks/train_throughput.py at the paper's sizes: train_throughput.{txt,json}, and the
 #    paper grid's GPU-hours from those step times: paper_estimate.txt;
 # 3. a paper-size training smoke of every family with its GPU backend (`countlib sweep` of
@@ -17,11 +21,12 @@
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-FOLDER=${1:-${OUT:-gpu_check-$(date +%Y%m%dT%H%M%S)}}
+if [[ -n "${OUT:-}" ]]; then SCRATCH=/tmp/gpu_check; else SCRATCH=gpu_check-$(date +%Y%m%dT%H%M%S); fi
+FOLDER=${1:-$SCRATCH}
 DEVICE=${DEVICE:-cuda}
 TINY=${TINY:-0}
 if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 mkdir -p "$FOLDER"
 exec > >(tee -a "$FOLDER/gpu_check.log") 2>&1
@@ -35,13 +40,20 @@ step "machine"
 if torch.cuda.is_available() else '')" | tee "$FOLDER/torch.txt"
 
 step "install (only what is missing)"
-if ! "$PYTHON" -c "import countlib" 2>/dev/null; then
-  timeout 120 "$PYTHON" -m pip install -q -e . >> "$FOLDER/install.log" 2>&1 ||
-    echo "countlib failed to install: see install.log"
-fi
-if [[ "$DEVICE" == cuda ]] && ! "$PYTHON" -c "import mamba_ssm, causal_conv1d, fla" 2>/dev/null; then
-  timeout 150 "$PYTHON" -m pip install -q --retries 0 --timeout 10 --no-build-isolation \
-    -e '.[gpu]' >> "$FOLDER/install.log" 2>&1 ||
+# countlib runs from this checkout: no install, so an offline machine with another torch build
+# (pip would want the pinned one) runs it as it is
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [[ -d .whl ]]; then
+  # wheels carried to an offline machine, fetched where pip works with
+  #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  #     --platform manylinux2014_x86_64 -d .whl flash-linear-attention==0.6.0 fla-core==0.6.0
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/gpu_check_site .whl/*.whl >> "$FOLDER/install.log" 2>&1 &&
+    export PYTHONPATH="$PYTHONPATH:/tmp/gpu_check_site" ||
+    echo "the carried wheels did not install: see install.log"
+elif [[ "$DEVICE" == cuda ]] && ! "$PYTHON" -c "import mamba_ssm, causal_conv1d, fla" 2>/dev/null; then
+  timeout 90 "$PYTHON" -m pip install -q --retries 0 --timeout 10 --no-build-isolation \
+    mamba-ssm causal-conv1d 'flash-linear-attention>=0.6' >> "$FOLDER/install.log" 2>&1 ||
     echo "GPU extras not installed (see install.log): families use countlib's kernels"
 fi
 "$PYTHON" - <<'EOF' | tee "$FOLDER/extras.txt"
@@ -57,7 +69,7 @@ if [[ "$TINY" == 1 ]]; then
 else
   BENCH=()
 fi
-timeout 300 "$PYTHON" benchmarks/train_throughput.py --device "$DEVICE" "${BENCH[@]}" \
+timeout 200 "$PYTHON" benchmarks/train_throughput.py --device "$DEVICE" "${BENCH[@]}" \
   --out "$FOLDER/train_throughput.json" | tee "$FOLDER/train_throughput.txt"
 # the paper grid's GPU-hours from these measured step times (paper_estimate.txt)
 timeout 60 "$PYTHON" -m countlib sweep --profile paper --dry-run --runs-dir "$FOLDER/runs" \
@@ -83,7 +95,7 @@ grid:
             mingru, minlstm, slstm]
     hidden: $RECURRENT
 EOF
-timeout 240 "$PYTHON" -m countlib sweep --spec "$FOLDER/smoke.yaml" --runs-dir "$FOLDER/runs" \
+timeout 180 "$PYTHON" -m countlib sweep --spec "$FOLDER/smoke.yaml" --runs-dir "$FOLDER/runs" \
   --device "$DEVICE" > "$FOLDER/smoke.txt" 2>&1
 echo "sweep exit status $?"
 "$PYTHON" - "$FOLDER/runs" <<'EOF' | tee "$FOLDER/smoke_summary.txt"
@@ -101,7 +113,14 @@ for run in sorted(Path(sys.argv[1]).iterdir()):
 EOF
 
 step "GPU-only tests"
-timeout 120 "$PYTHON" -m pytest -q -m gpu tests > "$FOLDER/pytest_gpu.txt" 2>&1
+timeout 90 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests > "$FOLDER/pytest_gpu.txt" 2>&1
 tail -n 3 "$FOLDER/pytest_gpu.txt"
 
 step "done: $FOLDER"
+if [[ -n "${OUT:-}" && "$(realpath "$FOLDER")" != "$(realpath "$OUT")" ]]; then
+  for name in gpu_check.log train_throughput.json train_throughput.txt paper_estimate.txt \
+      smoke_summary.txt pytest_gpu.txt; do
+    [[ -f "$FOLDER/$name" ]] && cp "$FOLDER/$name" "$OUT/"
+  done
+  tar czf "$OUT/gpu_check.tgz" -C "$FOLDER" --exclude='*.pt' --exclude='*.safetensors' .
+fi

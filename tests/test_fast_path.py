@@ -142,3 +142,18 @@ def test_a_run_resumes_with_the_adamw_kernels_it_started_with(tmp_path):
     assert [s["adamw"] for s in segments] == ["fused", "fused"]
     unfused = train(config, tmp_path / "unfused", device="cpu", progress=False)
     assert unfused.run_dir.read_environment()["segments"][0]["adamw"] == "unfused"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_batches_are_drawn_ahead_and_adamw_is_fused(tmp_path):
+    """The CUDA defaults, against a run drawing in the step: the same batches, so the same run
+    up to GPU kernels' run-to-run differences (atomics in embedding backward)."""
+    config = tiny(steps=12, every=6, precision="fp32")
+    ahead = train(config, tmp_path / "ahead", device="cuda", progress=False)
+    in_step = train(config, tmp_path / "in_step", device="cuda", progress=False, batches_ahead=0)
+    (segment,) = ahead.run_dir.read_environment()["segments"]
+    assert segment["batches_ahead"] == CUDA_BATCHES_AHEAD and segment["adamw"] == "fused"
+    for rule in ("final", "best_val", "best_ood"):
+        assert ahead.summary[rule]["step"] == in_step.summary[rule]["step"]
+        assert ahead.summary[rule]["ood"] == pytest.approx(in_step.summary[rule]["ood"], abs=5e-3)
