@@ -159,7 +159,7 @@ class OriginalStyle(Trainer):
         self.collator = PaddedCollator(self.collator, self.task.max_seq_len)
 
     def fused_adamw(self) -> bool:
-        return False  # the original's torch AdamW, foreach kernels
+        return False  # the original's torch AdamW, its default (unfused) kernels
 
     def _train_step(self) -> torch.Tensor:
         loss = super()._train_step()
@@ -303,6 +303,7 @@ def stacked_row(spec: str, runs: int, device: str, rounds: int, per_round: int) 
     with tempfile.TemporaryDirectory() as runs_dir:
         stack = StackedTrainer(configs, runs_dir, device=device, progress=False)
         for member in stack.members:
+            member.stacked_runs = runs  # as StackedTrainer._train sets it
             member._build()
         stack._build(stack.members)
         separate = [built(Trainer, config, runs_dir, device) for config in configs]

@@ -60,9 +60,9 @@ class TrainingBatches:
         self.batch_size = batch_size
         self.ahead = ahead
         self.pin = pin
-        self._rng = random.Random()
-        self._rng.setstate(rng.getstate())
         self._state = rng.getstate()
+        self._rng = random.Random()
+        self._rng.setstate(self._state)
         self._queue: queue.Queue[tuple[Batch, Any] | BaseException] = queue.Queue(max(1, ahead))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

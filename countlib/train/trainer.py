@@ -101,7 +101,7 @@ def build_optimizer(
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over ``params`` (tensors or param groups) and its schedule: linear warmup over
     ``optim.warmup_steps``, then constant. ``fused``: torch's single-kernel AdamW, the same
-    update rounded differently (about 1e-7), instead of its per-group ("foreach") kernels."""
+    update rounded differently (about 1e-7), instead of its default (unfused) kernels."""
     optimizer = torch.optim.AdamW(
         params,
         lr=optim.lr,
@@ -210,8 +210,9 @@ class Trainer:
 
     def fused_adamw(self) -> bool:
         """Fused AdamW on CUDA, where it replaces a few kernel launches per parameter group
-        with one. On CPU the foreach kernels stay, so CPU runs keep the numbers recorded before
-        it. A resumed run keeps the kind it started with: the optimizer's state carries it."""
+        with one. On CPU torch's default (unfused) kernels stay, so CPU runs keep the numbers
+        recorded before it. A resumed run keeps the kind it started with: the optimizer's state
+        carries it."""
         return self.device.startswith("cuda")
 
     def _state(self) -> dict[str, Any]:
@@ -403,7 +404,8 @@ class Trainer:
                 self.config.optim.batch_size,
                 self.data_rng,
                 ahead=self.batches_ahead,
-                pin=self.device.startswith("cuda"),
+                # a stacked run's batch is copied into the group's tensors, which are pinned
+                pin=self.device.startswith("cuda") and self.stacked_runs == 1,
             )
         return next(self._training_batches)
 
