@@ -213,7 +213,7 @@ def timed_rounds(
 def fast_step(trainer: Trainer) -> Callable[[], None]:
     """The trainer loop's step: losses summed on the device, read at the end of a round (the
     loop reads them every log interval)."""
-    total = torch.zeros((), device=trainer.accelerator.device)
+    total = torch.zeros((), device=trainer.placement.device)
 
     def step() -> None:
         total.add_(trainer._train_step())
@@ -280,13 +280,8 @@ def throughput_row(
             )
         finally:
             ahead.close_batches()
-        flops = model_flops(
-            in_step.accelerator.unwrap_model(in_step.model), config, mean_length(in_step)
-        )
-        precisions = [
-            {"no": "fp32"}.get(t.accelerator.mixed_precision, t.accelerator.mixed_precision)
-            for t in (in_step, base)
-        ]
+        flops = model_flops(in_step.model, config, mean_length(in_step))
+        precisions = [t.placement.precision for t in (in_step, base)]
     seconds["fast"] = seconds["ahead" if batches_ahead(None, device) else "in_step"]
     batch = config.optim.batch_size
     row: dict[str, Any] = {"config": spec, "precision": "/".join(precisions)}

@@ -143,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         allow_thread_change=args.allow_thread_change,
+        allow_backend_change=args.allow_backend_change,
         batches_ahead=args.batches_ahead,
     )
     summary = result.summary
@@ -192,6 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         splits=args.split,
         device=args.device,
         shift_samples=args.shift_samples,
+        precision=args.precision,
     )
     for name, result in report.results.items():
         line = f"{name}: acc {result.acc:.4f}"
@@ -341,13 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--positions", choices=POSITION_SCHEMES, help="position-id scheme")
     tr.add_argument("--precision", choices=PRECISIONS, default="auto")
     tr.add_argument("--runs-dir", default="runs")
-    tr.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    tr.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument(
         "--allow-thread-change",
         action="store_true",
         help="resume a CPU run at another torch thread count than it was trained at (its "
         "numbers then differ from an uninterrupted run's); refused by default",
+    )
+    tr.add_argument(
+        "--allow-backend-change",
+        action="store_true",
+        help="resume a run on other kernels than it trained on so far (e.g. countlib's where "
+        "fla's ran: its numbers then mix the two); refused by default",
     )
     tr.add_argument(
         "--batches-ahead",
@@ -363,7 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", action="append", help="split name(s); default: all of the task's")
     ev.add_argument("--checkpoint", choices=("best_val", "best_ood", "last"), default="last")
     ev.add_argument("--shift-samples", type=int, default=1)
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    ev.add_argument(
+        "--precision",
+        choices=("recorded", *PRECISIONS[1:]),
+        default="recorded",
+        help="autocast while scoring; default: the precision the run trained at, so that the "
+        "numbers are those it recorded",
+    )
     ev.set_defaults(func=cmd_eval)
 
     an = sub.add_parser(

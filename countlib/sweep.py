@@ -52,10 +52,10 @@ from countlib.config import EvalConfig, OptimConfig, RunConfig, read_json, read_
 from countlib.paper import get_table
 from countlib.tasks import get_task
 from countlib.train import TrainResult, train
+from countlib.train.placement import resolve_device, resolve_precision
 from countlib.train.records import RunDir, RunLockedError, RunRecordError
 from countlib.train.stacked import check_stackable, train_stacked
 from countlib.train.threads import available_cores, cpu_threads, thread_environment
-from countlib.train.trainer import resolve_device, resolve_precision
 
 META_KEYS = ("name", "description", "grid")
 TAG_KEYS = ("table", "family")

@@ -29,6 +29,7 @@ from countlib.paper import PAPER_TABLES, TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
 from countlib.report import FIT_IND, SUCCESS_STYLE, config_labels, generalised, percent
 from countlib.results import aggregate
+from countlib.train.records import precision_name
 
 __all__ = [
     "PAPER_TABLES",
@@ -244,7 +245,8 @@ def provenance_html(runs: pd.DataFrame) -> str:
             run["steps"],
             run["wall_time_s"],
             _hardware(env),
-            f"torch {env['torch']}, countlib {env['countlib']}, {env['precision']}, "
+            f"torch {env['torch']}, countlib {env['countlib']}, "
+            f"{precision_name(env['precision'])}, "
             f"backends {env['backends']}",
         ]
         tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import countlib.models.deltanet as deltanet
-from countlib.models import build_model
+from countlib.models import backend_names, build_model
 from countlib.models.deltanet import (
     BackendUnavailableError,
     DeltaNetConfig,
@@ -125,6 +125,11 @@ def transition_eigenvalues(model: DeltaNetModel, x: torch.Tensor) -> torch.Tenso
     return torch.linalg.eigvalsh(matrices)
 
 
+#: float32 eigvalsh rounds by some ulps of the matrix norm (1), more or less by LAPACK build and
+#: processor: 1e-6 (8 ulps) failed on one machine at -1.0000012.
+EIGENVALUE_ROUNDING = 1e-5
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_negative_eigenvalues_widen_the_transition_range_to_minus_one(family):
     x = torch.randn(4, 10, 16, generator=torch.Generator().manual_seed(0))
@@ -136,12 +141,12 @@ def test_negative_eigenvalues_widen_the_transition_range_to_minus_one(family):
             # Large beta logits: beta -> 1 (eigenvalue 0) or, with the option, -> 2 (-1).
             model.layers[0].mixer.b_proj.weight.mul_(100)
             eigenvalues = transition_eigenvalues(model, x)
-            low = -1 - 1e-6 if negative else -1e-6
-            assert eigenvalues.min() >= low and eigenvalues.max() <= 1 + 1e-6
+            low = -1 - EIGENVALUE_ROUNDING if negative else -EIGENVALUE_ROUNDING
+            assert eigenvalues.min() >= low and eigenvalues.max() <= 1 + EIGENVALUE_ROUNDING
             if negative:
                 assert eigenvalues.min() < -0.9
             else:
-                assert eigenvalues.min() > -1e-6
+                assert eigenvalues.min() > -EIGENVALUE_ROUNDING
 
 
 def test_gated_decay_is_data_dependent_and_in_the_unit_interval():
@@ -198,8 +203,8 @@ def test_positions_and_masks_are_ignored():
 
 
 def test_backends_on_cpu():
-    assert tiny().backends() == {"delta_rule": "countlib-chunked"}
-    assert tiny(backend="countlib").backends() == {"delta_rule": "countlib-chunked"}
+    assert backend_names(tiny()) == {"delta_rule": "countlib-chunked"}
+    assert backend_names(tiny(backend="countlib")) == {"delta_rule": "countlib-chunked"}
     model = tiny(backend="fla")
     with pytest.raises(BackendUnavailableError, match="CUDA only.*pip install"):
         model(checks.random_ids(1, 3))
@@ -211,7 +216,8 @@ def test_fla_backend_reports_how_to_install(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="No module named 'fla'.*pip install"):
         deltanet.resolve_backend(DeltaNetConfig(vocab_size=V, backend="fla"), cuda)
     auto = GatedDeltaNetConfig(vocab_size=V, backend="auto")
-    assert deltanet.resolve_backend(auto, cuda) == "countlib-chunked"
+    choice = deltanet.resolve_backend(auto, cuda)
+    assert choice.name == "countlib-chunked" and "No module named 'fla'" in choice.why
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -230,7 +236,7 @@ def test_fla_kernels_match_countlib_on_gpu(family, negative):
     reference = build_model(family, V, backend="countlib", **options).cuda().eval()
     model = build_model(family, V, backend="fla", **options).cuda().eval()
     model.load_state_dict(reference.state_dict())
-    assert model.backends() == {"delta_rule": "fla-chunk"}
+    assert backend_names(model) == {"delta_rule": "fla-chunk"}
     ids = torch.randint(0, V, (2, 100), device="cuda")
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         torch.testing.assert_close(model(ids).float(), reference(ids).float(), rtol=3e-2, atol=3e-2)

@@ -16,7 +16,7 @@ from countlib.profiles import get_profile
 from countlib.sweep import SpecError, expand, select
 from countlib.train import Trainer, train
 from countlib.train import trainer as trainer_module
-from countlib.train.trainer import resolve_precision
+from countlib.train.placement import resolve_precision
 
 #: Small options per family, as in test_trainer.
 OPTIONS = {
@@ -216,7 +216,7 @@ GPU_PRECISION = {
     "gru": "fp16",
     "s4": "fp16",
     "s4d": "fp16",
-    "mamba": "no",
+    "mamba": "fp32",
     "rwkv6": "bf16",
     "rwkv5": "bf16",
     "transformer": "bf16",
@@ -224,9 +224,9 @@ GPU_PRECISION = {
     "deltanet": "bf16",
     "gated_deltanet": "bf16",
     "mamba2": "bf16",
-    "mingru": "no",
-    "minlstm": "no",
-    "slstm": "no",
+    "mingru": "fp32",
+    "minlstm": "fp32",
+    "slstm": "fp32",
 }
 
 
@@ -238,10 +238,9 @@ def test_every_family_has_a_stated_gpu_precision():
 def test_auto_precision_is_the_family_default_on_cuda_and_fp32_on_cpu(model):
     assert resolve_precision("auto", "cuda", model) == GPU_PRECISION[model]
     assert resolve_precision("auto", "cuda:1", model) == GPU_PRECISION[model]
-    assert resolve_precision("auto", "cpu", model) == "no"
-    # An explicit precision wins on either device, but fp16 only where it runs: accelerate
-    # would train an fp16 config in fp32 on CPU.
-    assert resolve_precision("fp32", "cuda", model) == "no"
+    assert resolve_precision("auto", "cpu", model) == "fp32"
+    # An explicit precision wins on either device, but fp16 only where its loss scaling runs.
+    assert resolve_precision("fp32", "cuda", model) == "fp32"
     assert resolve_precision("bf16", "cuda", model) == "bf16"
     assert resolve_precision("bf16", "cpu", model) == "bf16"
     with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
@@ -250,7 +249,7 @@ def test_auto_precision_is_the_family_default_on_cuda_and_fp32_on_cpu(model):
 
 def test_environment_records_the_effective_precision(tmp_path):
     result = train(config("rwkv6", steps=1), tmp_path, device="cpu", progress=False)
-    assert json.loads(result.run_dir.environment.read_text())["precision"] == "no"
+    assert json.loads(result.run_dir.environment.read_text())["precision"] == "fp32"
 
 
 # -- frozen tokens -------------------------------------------------------------------------------
@@ -261,7 +260,7 @@ def test_frozen_null_row_stays_zero_while_the_others_train(model, tmp_path):
     """Weight decay and momentum must not move the row: AdamW with weight decay, lr 1e-2."""
     trainer = built(config(model, NULL_TASK, weight_decay=0.1), tmp_path)
     null = trainer.task.vocab.id("<null>")
-    weight = trainer.accelerator.unwrap_model(trainer.model).token_embedding().weight
+    weight = trainer.model.token_embedding().weight
     assert weight.shape[0] == len(trainer.task.vocab)
     assert torch.all(weight[null] == 0)
     before = weight.detach().clone()
@@ -288,7 +287,7 @@ def test_tasks_without_frozen_tokens_leave_the_embedding_alone(tmp_path):
     trainer = built(cfg, tmp_path)
     torch.manual_seed(cfg.seed)
     fresh = build_model("lstm", len(trainer.task.vocab), **cfg.resolve().model_options)
-    weight = trainer.accelerator.unwrap_model(trainer.model).token_embedding().weight
+    weight = trainer.model.token_embedding().weight
     assert torch.equal(weight, fresh.token_embedding().weight)
     assert not weight._backward_hooks
 

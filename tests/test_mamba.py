@@ -8,7 +8,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from countlib.models import backend_names
 from countlib.models.mamba import (
     BackendUnavailableError,
     MambaConfig,
@@ -187,7 +189,7 @@ def test_state_dict_moves_to_mambapy_with_same_outputs_and_gradients():
     torch.manual_seed(0)
     ours = tiny("countlib")
     theirs = tiny("mambapy")
-    assert theirs.backends() == {"mamba": "mambapy"}
+    assert backend_names(theirs) == {"mamba": "mambapy"}
     theirs.load_state_dict(ours.state_dict())
     ids = torch.randint(0, 11, (2, 7))
     target = torch.randint(0, 11, (2, 7))
@@ -217,9 +219,28 @@ def test_missing_mambapy_says_how_to_install(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_cpu_auto_uses_countlib_and_mamba_ssm_says_how_to_install():
-    assert tiny("auto").backends() == {"mamba": "countlib"}
+    assert backend_names(tiny("auto")) == {"mamba": "countlib"}
     with pytest.raises(BackendUnavailableError, match="CUDA.*pip install --no-build-isolation"):
         tiny("mamba_ssm")
+
+
+def test_auto_chooses_by_the_device_it_is_built_for(monkeypatch):
+    """Not by what is installed: a CPU run on a GPU machine with the kernels gets countlib's
+    scan, and a CUDA run without them says why it did not get them."""
+    import countlib.models.mamba as mamba
+
+    monkeypatch.setattr(mamba, "_mamba_ssm_class", lambda: nn.Identity)  # "installed"
+    assert mamba.resolve_backend("auto", torch.device("cpu")) == ("countlib", "")
+    assert mamba.resolve_backend("auto", torch.device("cuda", 1)) == ("mamba_ssm", "")
+
+    def missing():
+        raise BackendUnavailableError("mamba backend 'mamba_ssm' cannot load (no module)")
+
+    monkeypatch.setattr(mamba, "_mamba_ssm_class", missing)
+    choice = mamba.resolve_backend("auto", torch.device("cuda"))
+    assert choice.name == "countlib" and "cannot load (no module)" in choice.why
+    with pytest.raises(BackendUnavailableError, match="built for cpu"):
+        mamba.resolve_backend("mamba_ssm", torch.device("cpu"))
 
 
 @pytest.mark.gpu
@@ -243,7 +264,8 @@ def test_countlib_scan_and_model_match_mamba_ssm_kernels():
 
     torch.manual_seed(0)
     ours = MambaModel(MambaConfig(vocab_size=103, hidden=64, backend="countlib")).cuda()
-    theirs = MambaModel(MambaConfig(vocab_size=103, hidden=64, backend="mamba_ssm")).cuda()
+    config = MambaConfig(vocab_size=103, hidden=64, backend="mamba_ssm")
+    theirs = MambaModel(config, device="cuda").cuda()
     theirs.load_state_dict(ours.state_dict())
     ids = torch.randint(0, 103, (8, 51), device="cuda")
     with torch.no_grad():

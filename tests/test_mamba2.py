@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import countlib.models.backends as backends_module
 import countlib.models.mamba2 as mamba2
-from countlib.models import build_model
+from countlib.models import backend_names, build_model
 from countlib.models.deltanet import BackendUnavailableError
 from countlib.models.mamba import MambaConfig, MambaModel, selective_scan
 from countlib.models.mamba2 import Mamba2Config, Mamba2Model, ssd_chunked, ssd_recurrent
@@ -133,7 +134,7 @@ def test_config_defaults_and_errors():
 
 
 def test_backends_on_cpu():
-    assert tiny().backends() == {"ssd": "countlib-chunked"}
+    assert backend_names(tiny()) == {"ssd": "countlib-chunked"}
     with pytest.raises(BackendUnavailableError, match="CUDA only.*pip install"):
         tiny(backend="fla")(checks.random_ids(1, 3))
 
@@ -143,11 +144,13 @@ def test_fla_backend_reports_how_to_install(monkeypatch):
     cuda = torch.device("cuda")
     with pytest.raises(BackendUnavailableError, match="No module named 'fla'.*pip install"):
         mamba2.resolve_backend(Mamba2Config(vocab_size=V, backend="fla"), cuda)
-    assert mamba2.resolve_backend(Mamba2Config(vocab_size=V), cuda) == "countlib-chunked"
+    choice = mamba2.resolve_backend(Mamba2Config(vocab_size=V), cuda)
+    assert choice.name == "countlib-chunked" and "No module named 'fla'" in choice.why
     monkeypatch.setattr(mamba2, "_import_fla", lambda: (F.linear, ""))  # any kernel will do
-    assert mamba2.resolve_backend(Mamba2Config(vocab_size=V), cuda) == "fla-chunk"
+    monkeypatch.setattr(backends_module, "fla_gated_backward_fault", lambda device: "")
+    assert mamba2.resolve_backend(Mamba2Config(vocab_size=V), cuda) == ("fla-chunk", "")
     negative = Mamba2Config(vocab_size=V, negative_eigenvalues=True)
-    assert mamba2.resolve_backend(negative, cuda) == "countlib-chunked"
+    assert mamba2.resolve_backend(negative, cuda) == ("countlib-chunked", "")
 
 
 def test_trains_through_the_trainer_on_mod10(tmp_path):
@@ -162,7 +165,7 @@ def test_fla_kernel_matches_countlib_on_gpu():
     reference = build_model("mamba2", V, hidden=64, backend="countlib").cuda().eval()
     model = build_model("mamba2", V, hidden=64, backend="fla").cuda().eval()
     model.load_state_dict(reference.state_dict())
-    assert model.backends() == {"ssd": "fla-chunk"}
+    assert backend_names(model) == {"ssd": "fla-chunk"}
     ids = torch.randint(0, V, (2, 100), device="cuda")
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         torch.testing.assert_close(model(ids).float(), reference(ids).float(), rtol=3e-2, atol=3e-2)
@@ -237,4 +240,6 @@ def test_mamba_negative_training_steps_reduce_the_loss():
 def test_mamba_negative_eigenvalues_name_the_backend_that_has_them(backend):
     with pytest.raises(ValueError, match="negative_eigenvalues runs on mamba backend 'countlib'"):
         MambaConfig(vocab_size=V, negative_eigenvalues=True, backend=backend)
-    assert tiny_mamba(negative_eigenvalues=True, backend="auto").backends() == {"mamba": "countlib"}
+    assert backend_names(tiny_mamba(negative_eigenvalues=True, backend="auto")) == {
+        "mamba": "countlib"
+    }

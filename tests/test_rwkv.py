@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import countlib.models.rwkv as rwkv
+from countlib.models import backend_names
 from countlib.models.rwkv import (
     BackendUnavailableError,
     RWKV5Config,
@@ -313,8 +314,10 @@ def test_param_groups_double_the_decay_lr_and_decay_only_matrices():
 
 
 def test_backends_on_cpu():
-    assert tiny().backends() == {"wkv": "countlib-chunked"}
-    assert tiny(form="recurrent", backend="countlib").backends() == {"wkv": "countlib-recurrent"}
+    assert backend_names(tiny()) == {"wkv": "countlib-chunked"}
+    assert backend_names(tiny(form="recurrent", backend="countlib")) == {
+        "wkv": "countlib-recurrent"
+    }
     model = tiny(backend="fla")
     with pytest.raises(BackendUnavailableError, match="CUDA"):
         model(torch.zeros(1, 3, dtype=torch.long))
@@ -325,7 +328,8 @@ def test_fla_backend_reports_how_to_install(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="pip install"):
         rwkv.resolve_backend(RWKVConfig(vocab_size=V, backend="fla"), torch.device("cuda"))
     auto = RWKVConfig(vocab_size=V, backend="auto")
-    assert rwkv.resolve_backend(auto, torch.device("cuda")) == "countlib-chunked"
+    choice = rwkv.resolve_backend(auto, torch.device("cuda"))
+    assert choice.name == "countlib-chunked" and "No module named 'fla'" in choice.why
 
 
 def test_bf16_autocast_keeps_the_wkv_in_fp32():
@@ -368,7 +372,7 @@ def test_fla_kernel_matches_countlib_on_gpu():
     for got, expected in zip(grads_fla, grads_ref, strict=True):
         torch.testing.assert_close(got, expected, rtol=5e-3, atol=5e-3)
     model = trained_like(tiny(hidden=64, head_size=32)).to(device)
-    assert model.backends() == {"wkv": "fla-chunk"}
+    assert backend_names(model) == {"wkv": "fla-chunk"}
     reference = tiny(hidden=64, head_size=32, backend="countlib").to(device)
     reference.load_state_dict(model.state_dict())
     ids = torch.randint(0, V, (2, 40), device=device)

@@ -31,8 +31,9 @@ from countlib.sweep import (
     tag_table,
 )
 from countlib.tasks import get_task
+from countlib.train.placement import DeviceUnavailableError
 from countlib.train.records import RunDir
-from countlib.train.trainer import DeviceUnavailableError, task_for
+from countlib.train.trainer import task_for
 
 # Two configs on one task and one on another, each a few seconds of CPU at most.
 TINY = {

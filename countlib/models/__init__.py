@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from countlib.models.backends import BackendChoice
 from countlib.models.deltanet import DeltaNetConfig, DeltaNetModel, GatedDeltaNetConfig
 from countlib.models.mamba import MambaConfig, MambaModel
 from countlib.models.mamba2 import Mamba2Config, Mamba2Model
@@ -46,13 +47,17 @@ class Family:
     steps: int = 20_000
     #: Position-id scheme the batches need by default.
     position_scheme: str = "none"
+    #: The model chooses its kernels when built, so it is built for the run's device (its
+    #: class takes ``device``); the other families choose at each forward, by the input's.
+    built_for_device: bool = False
 
 
 #: PyTorch's AdamW betas, which every original trainer but RWKV's kept.
 TORCH_BETAS = (0.9, 0.999)
 #: Every original trainer but RWKV's: PyTorch's AdamW betas, no L2Wrap.
 _TORCH_OPTIMIZER = {"betas": TORCH_BETAS, "l2wrap": 0.0}
-#: seed-spec 3.3 (the RNN/LSTM/S4 trainer): PyTorch's AdamW, accelerate fp16.
+#: seed-spec 3.3 (the RNN/LSTM/S4 trainer): PyTorch's AdamW, fp16 autocast with loss scaling
+#: (the original's accelerate fp16).
 _S4_TRAINER = _TORCH_OPTIMIZER | {"gpu_precision": "fp16"}
 #: seed-spec 3.5: FusedAdam betas (0.9, 0.99), L2Wrap 1e-4, Lightning bf16 (seed-spec 3.1's
 #: launch line; the wkv kernels take bf16).
@@ -81,7 +86,7 @@ MODELS: dict[str, Family] = {
     "s4": Family(S4Config, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0, **_S4_TRAINER),
     "s4d": Family(S4DConfig, S4Model, lr=1e-2, weight_decay=0.01, warmup_steps=0, **_S4_TRAINER),
     # seed-spec 3.4: AdamW 1e-4 with PyTorch's betas, no weight decay, constant, no L2Wrap,
-    # fp32 (accelerate mixed precision "no").
+    # fp32 (the original's accelerate mixed precision "no").
     "mamba": Family(
         MambaConfig,
         MambaModel,
@@ -89,6 +94,7 @@ MODELS: dict[str, Family] = {
         weight_decay=0.0,
         warmup_steps=0,
         gpu_precision="fp32",
+        built_for_device=True,
         **_TORCH_OPTIMIZER,
     ),
     # seed-spec 3.5: lr 1e-4 constant, no weight decay (x2 lr on the base decay vector).
@@ -161,8 +167,30 @@ def model_config(
     return family.config(vocab_size=vocab_size, **options)
 
 
-def build_model(name: str, vocab_size: int, **options: Any) -> nn.Module:
-    return get_family(name).model(model_config(name, vocab_size, options))
+def build_model(
+    name: str, vocab_size: int, *, device: str | torch.device = "cpu", **options: Any
+) -> nn.Module:
+    """A new model of family ``name``, on the CPU, with the kernels that suit ``device``."""
+    family = get_family(name)
+    config = model_config(name, vocab_size, options)
+    if family.built_for_device:
+        return family.model(config, device=device)
+    return family.model(config)
+
+
+def backend_choices(model: nn.Module) -> dict[str, BackendChoice]:
+    """The kernels ``model`` runs where its parameters are (`BackendChoice`), by part."""
+    return model.backend_choices() if hasattr(model, "backend_choices") else {}
+
+
+def backend_names(model: nn.Module) -> dict[str, str]:
+    """The kernel names of `backend_choices`: what a run's records say it ran."""
+    return {part: choice.name for part, choice in backend_choices(model).items()}
+
+
+def backend_notes(model: nn.Module) -> dict[str, str]:
+    """Why "auto" passed over a GPU kernel, by part, where it did."""
+    return {part: choice.why for part, choice in backend_choices(model).items() if choice.why}
 
 
 def freeze_token_rows(model: nn.Module, token_ids: Sequence[int]) -> Callable[[], None]:
@@ -183,13 +211,21 @@ def freeze_token_rows(model: nn.Module, token_ids: Sequence[int]) -> Callable[[]
             "tokens; freezing needs one row per token"
         )
     rows = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+    # the row ids on each device the weight has been on, copied there once: a copy from the
+    # host at every step would wait for the GPU twice a step
+    rows_on = {rows.device: rows}
+
+    def rows_for(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device not in rows_on:
+            rows_on[tensor.device] = rows.to(tensor.device)
+        return rows_on[tensor.device]
 
     @torch.no_grad()
     def zero_rows() -> None:
-        weight.index_fill_(0, rows.to(weight.device), 0.0)
+        weight.index_fill_(0, rows_for(weight), 0.0)
 
     zero_rows()
-    weight.register_hook(lambda grad: grad.index_fill(0, rows.to(grad.device), 0.0))
+    weight.register_hook(lambda grad: grad.index_fill(0, rows_for(grad), 0.0))
     return zero_rows
 
 

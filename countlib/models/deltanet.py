@@ -37,12 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from countlib.models.backends import BackendUnavailableError
+from countlib.models.backends import (
+    FLA_INSTALL,
+    BackendChoice,
+    BackendUnavailableError,
+    resolve_fla_backend,
+)
 from countlib.models.mamba import RMSNorm
 from countlib.validation import check_field_types
 
 BACKENDS = ("auto", "countlib", "fla")
-FLA_INSTALL = "pip install 'countlib[gpu]' (or: pip install flash-linear-attention triton)"
 #: Gated DeltaNet's decay rates exp(A_log) start uniform in this range, as Mamba-2's A (mamba_ssm
 #: ``Mamba2(A_init_range=(1, 16))``).
 A_INIT_RANGE = (1.0, 16.0)
@@ -360,37 +364,11 @@ def _import_fla() -> tuple[Any, Any, str]:
     return chunk_delta_rule, chunk_gated_delta_rule, ""
 
 
-def fla_unavailable(family: str, error: str) -> BackendUnavailableError:
-    return BackendUnavailableError(
-        f"{family} backend 'fla' cannot load ({error}); install it with: {FLA_INSTALL}"
+def resolve_backend(config: DeltaNetConfig, device: torch.device) -> BackendChoice:
+    """Gated DeltaNet's kernel takes a gate: see `fla_gated_backward_fault`."""
+    return resolve_fla_backend(
+        "delta-rule", config.backend, device, lambda: _import_fla()[2], gated=config.gated
     )
-
-
-def resolve_fla_backend(
-    family: str, backend: str, device: torch.device, available: Callable[[], str]
-) -> str:
-    """What ``backend`` runs on ``device``: "fla-chunk" or "countlib-chunked".
-
-    ``available`` returns "" where fla's kernels import, else why not. 'fla' is an error
-    off CUDA or without the package; 'auto' takes fla only on CUDA where it imports.
-    """
-    if backend == "countlib":
-        return "countlib-chunked"
-    if device.type != "cuda":
-        if backend == "fla":
-            raise BackendUnavailableError(
-                f"{family} backend 'fla' runs Triton kernels on CUDA only; use backend "
-                f"'countlib' or 'auto' on this device (install fla on a GPU with: {FLA_INSTALL})"
-            )
-        return "countlib-chunked"
-    error = available()
-    if error and backend == "fla":
-        raise fla_unavailable(family, error)
-    return "countlib-chunked" if error else "fla-chunk"
-
-
-def resolve_backend(config: DeltaNetConfig, device: torch.device) -> str:
-    return resolve_fla_backend("delta-rule", config.backend, device, lambda: _import_fla()[2])
 
 
 def _fla_delta_rule(
@@ -399,7 +377,9 @@ def _fla_delta_rule(
     """fla's chunk kernels on [B, T, H, *] inputs (they refuse fp32: fp32 inputs go as bf16)."""
     plain, gated, error = _import_fla()
     if plain is None:
-        raise fla_unavailable("delta-rule", error)
+        raise BackendUnavailableError(
+            f"delta-rule backend 'fla' cannot load ({error}); install it with: {FLA_INSTALL}"
+        )
     dtype = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
     q, k, v, beta = (x.to(dtype) for x in (q, k, v, beta))
     # scale 1: the queries are L2-normalised here, as in the countlib forms.
@@ -478,7 +458,7 @@ class DeltaNetMixer(nn.Module):
             q, k, v = (conv(t) for conv, t in zip(self.convs, (q, k, v), strict=True))
         q, k, v = self._qkv(q, k, v)  # [B, T, H, *]
         beta, log_alpha = self.gates(x)
-        if resolve_backend(self.config, x.device) == "fla-chunk":
+        if resolve_backend(self.config, x.device).name == "fla-chunk":
             o = _fla_delta_rule(q, k, v, beta, log_alpha).to(x.dtype)
         else:
             inputs = (q, k, v, beta, log_alpha)
@@ -518,5 +498,5 @@ class DeltaNetModel(MixerLM):
         mixers = [DeltaNetMixer(config) for _ in range(config.layers)]
         super().__init__(config, mixers, ffn_width(config.hidden, config.d_ffn))
 
-    def backends(self) -> dict[str, str]:
+    def backend_choices(self) -> dict[str, BackendChoice]:
         return {"delta_rule": resolve_backend(self.config, self.head.weight.device)}

@@ -9,7 +9,9 @@ RMSNorm, and an output head tied to the embedding. Parameter names mirror that m
 * ``"mambapy"``: the pure-PyTorch ``mambapy`` package (a Blelloch scan; slow on CPU);
 * ``"countlib"``: the mixer below with a hand-written forward and reverse scan (the CPU default).
 
-``"auto"`` takes ``mamba_ssm`` on a CUDA machine where it imports, else ``countlib``.
+``"auto"`` takes ``mamba_ssm`` for a model built for a CUDA device where it imports, else
+``countlib`` (the device is the run's, given when the model is built: the mixers are modules
+of one backend or the other).
 
 ``negative_eigenvalues`` (Grazzi et al., ICLR 2025, arXiv 2411.12537) maps every transition
 exp(delta A) in (0, 1] to 2 exp(delta A) - 1 in (-1, 1], which linear RNNs need to track parity or
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from countlib.models.backends import BackendUnavailableError
+from countlib.models.backends import BackendChoice, BackendUnavailableError
 from countlib.validation import check_field_types
 
 BACKENDS = ("auto", "countlib", "mambapy", "mamba_ssm")
@@ -290,15 +292,24 @@ def _unavailable(backend: str, error: BaseException) -> BackendUnavailableError:
     )
 
 
-def resolve_backend(name: str) -> str:
-    """The backend ``name`` stands for here; 'auto' prefers the CUDA kernels when they load."""
+def resolve_backend(name: str, device: torch.device) -> BackendChoice:
+    """The backend ``name`` stands for on ``device``; 'auto' takes the CUDA kernels for a CUDA
+    device where they load, and says why not where they do not."""
+    if name == "mamba_ssm" and device.type != "cuda":
+        raise BackendUnavailableError(
+            f"mamba backend 'mamba_ssm' runs CUDA kernels and this model is built for {device} "
+            f"(use backend 'countlib' or 'auto' there); on a GPU install the kernels "
+            f"{_INSTALL['mamba_ssm']}"
+        )
     if name != "auto":
-        return name
+        return BackendChoice(name)
+    if device.type != "cuda":
+        return BackendChoice("countlib")
     try:
         _mamba_ssm_class()
-    except BackendUnavailableError:
-        return "countlib"
-    return "mamba_ssm"
+    except BackendUnavailableError as error:
+        return BackendChoice("countlib", f"auto: {error}")
+    return BackendChoice("mamba_ssm")
 
 
 def _build_mixer(config: MambaConfig, backend: str, layer: int) -> nn.Module:
@@ -371,12 +382,19 @@ class Block(nn.Module):
 
 
 class MambaModel(nn.Module):
-    def __init__(self, config: MambaConfig) -> None:
+    def __init__(self, config: MambaConfig, device: str | torch.device = "cpu") -> None:
+        """``device``: where the model will run, which decides what 'auto' builds (its
+        parameters are created on the CPU all the same, so a seed initialises them alike)."""
         super().__init__()
         self.config = config
         # Negative eigenvalues have the countlib scan only; the config refuses other backends.
         negative = config.negative_eigenvalues
-        self.backend = "countlib" if negative else resolve_backend(config.backend)
+        self.choice = (
+            BackendChoice("countlib")
+            if negative
+            else resolve_backend(config.backend, torch.device(device))
+        )
+        self.backend = self.choice.name
         self.backbone = nn.ModuleDict(
             dict(
                 embedding=nn.Embedding(config.vocab_size, config.hidden),
@@ -441,8 +459,8 @@ class MambaModel(nn.Module):
         """
         return self.backbone.embedding
 
-    def backends(self) -> dict[str, str]:
-        return {"mamba": self.backend}
+    def backend_choices(self) -> dict[str, BackendChoice]:
+        return {"mamba": self.choice}
 
     def state_size(self) -> int:
         """Floats carried between tokens: conv inputs plus scan state, over layers."""

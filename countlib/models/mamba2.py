@@ -35,16 +35,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from countlib.models.backends import (
+    FLA_INSTALL,
+    BackendChoice,
+    BackendUnavailableError,
+    resolve_fla_backend,
+)
 from countlib.models.deltanet import (
     A_INIT_RANGE,
     BACKENDS,
     MixerLM,
     ShortConv,
     check_sizes,
-    fla_unavailable,
     full_precision,
     init_dt_bias,
-    resolve_fla_backend,
     segment_products,
     to_chunks,
 )
@@ -157,17 +161,22 @@ def _import_fla() -> tuple[Any, str]:
     return chunk_simple_gla, ""
 
 
-def resolve_backend(config: Mamba2Config, device: torch.device) -> str:
+def resolve_backend(config: Mamba2Config, device: torch.device) -> BackendChoice:
+    """fla's SSD kernel takes the decays as a gate: see `fla_gated_backward_fault`."""
     if config.negative_eigenvalues:  # 'fla' with it is refused by the config
-        return "countlib-chunked"
-    return resolve_fla_backend("Mamba-2", config.backend, device, lambda: _import_fla()[1])
+        return BackendChoice("countlib-chunked")
+    return resolve_fla_backend(
+        "Mamba-2", config.backend, device, lambda: _import_fla()[1], gated=True
+    )
 
 
 def _fla_ssd(x: Tensor, dt_a: Tensor, B: Tensor, C: Tensor) -> Tensor:
     """SSD by fla's kernel on x [b, T, H, P], dt_a [b, T, H], B, C [b, T, N] -> [b, T, H, P]."""
     kernel, error = _import_fla()
     if kernel is None:
-        raise fla_unavailable("Mamba-2", error)
+        raise BackendUnavailableError(
+            f"Mamba-2 backend 'fla' cannot load ({error}); install it with: {FLA_INSTALL}"
+        )
     heads = x.shape[2]
     dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
     q, k = (t.unsqueeze(2).expand(-1, -1, heads, -1).to(dtype) for t in (C, B))
@@ -219,7 +228,7 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = self._split(self.in_proj(hidden_states))
         x, dt, dt_a, B, C = self._ssm_inputs(self.conv1d(xbc), dt)
         x_dt = x * dt.unsqueeze(-1)
-        if resolve_backend(self.config, hidden_states.device) == "fla-chunk":
+        if resolve_backend(self.config, hidden_states.device).name == "fla-chunk":
             y = _fla_ssd(x_dt, dt_a, B, C).to(x.dtype)
         else:
             a = transitions(dt_a, self.config.negative_eigenvalues)
@@ -257,5 +266,5 @@ class Mamba2Model(MixerLM):
     def __init__(self, config: Mamba2Config) -> None:
         super().__init__(config, [Mamba2Mixer(config) for _ in range(config.layers)], config.d_ffn)
 
-    def backends(self) -> dict[str, str]:
+    def backend_choices(self) -> dict[str, BackendChoice]:
         return {"ssd": resolve_backend(self.config, self.head.weight.device)}

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from countlib.models.backends import BackendUnavailableError
+from countlib.models.backends import FLA_INSTALL, BackendChoice, BackendUnavailableError
 from countlib.validation import check_field_types
 
 FORMS = ("chunked", "recurrent")
@@ -45,7 +45,6 @@ VERSIONS = (5, 6)
 # exp(w) finite (no inf * 0 in backward) and each chunk's cumulative log-decay small enough that
 # its rounding error is negligible.
 MAX_DECAY_LOGIT = 5.0
-FLA_INSTALL = "pip install 'countlib[gpu]' (or: pip install flash-linear-attention triton)"
 
 
 @dataclass
@@ -227,9 +226,10 @@ def _fla_kernel() -> Callable[..., Any]:
     return kernel
 
 
-def resolve_backend(config: RWKVConfig, device: torch.device) -> str:
-    """The WKV implementation that runs for ``config`` on ``device``."""
-    countlib = f"countlib-{config.form}"
+def resolve_backend(config: RWKVConfig, device: torch.device) -> BackendChoice:
+    """The WKV implementation that runs for ``config`` on ``device``, and why 'auto' passed
+    over fla's kernel on CUDA."""
+    countlib = BackendChoice(f"countlib-{config.form}")
     if config.backend == "countlib":
         return countlib
     if device.type != "cuda":
@@ -240,9 +240,12 @@ def resolve_backend(config: RWKVConfig, device: torch.device) -> str:
             )
         return countlib
     if config.backend == "auto":
-        return "fla-chunk" if _import_fla()[0] is not None else countlib
+        kernel, error = _import_fla()
+        if kernel is None:
+            return countlib._replace(why=f"auto: fla cannot load ({error})")
+        return BackendChoice("fla-chunk")
     _fla_kernel()
-    return "fla-chunk"
+    return BackendChoice("fla-chunk")
 
 
 def wkv(
@@ -450,7 +453,7 @@ class RWKVModel(nn.Module):
         """The token lookup table, one row per vocabulary id (the trainer freezes rows of it)."""
         return self.embedding
 
-    def backends(self) -> dict[str, str]:
+    def backend_choices(self) -> dict[str, BackendChoice]:
         return {"wkv": resolve_backend(self.config, self.head.weight.device)}
 
     def forward(
@@ -460,7 +463,7 @@ class RWKVModel(nn.Module):
         position_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
     ) -> Tensor:
-        backend = resolve_backend(self.config, input_ids.device)
+        backend = resolve_backend(self.config, input_ids.device).name
         x = self.drop(self.embedding(input_ids))
         for block in self.blocks:
             x = block(x, backend)

@@ -299,8 +299,18 @@ class RunDir:
             stale.unlink(missing_ok=True)
 
 
+#: What accelerate called fp32, in the records of runs trained before countlib dropped it.
+_LEGACY_PRECISIONS = {"no": "fp32"}
+
+
+def precision_name(recorded: str) -> str:
+    """A recorded precision in countlib's names: "fp32", "bf16" or "fp16"."""
+    return _LEGACY_PRECISIONS.get(recorded, recorded)
+
+
 def environment_record(device: str, precision: str, backends: dict[str, str]) -> dict[str, Any]:
-    import accelerate
+    """Versions and machine of a training segment; ``device`` as the model's parameters say
+    ("cuda:1", not what was asked for), ``precision`` "fp32", "bf16" or "fp16"."""
     import numpy
     import torch
 
@@ -310,12 +320,13 @@ def environment_record(device: str, precision: str, backends: dict[str, str]) ->
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "accelerate": accelerate.__version__,
         "numpy": numpy.__version__,
         "countlib": countlib.__version__,
         "git_commit": _git_commit(),
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+        # what "cuda:N" counts from: a pool worker sees its one GPU as cuda:0
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

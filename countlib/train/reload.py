@@ -17,8 +17,15 @@ from countlib.metrics import EvalResult
 from countlib.models import build_model
 from countlib.train.checkpoint import CheckpointError, load_model_weights, load_state
 from countlib.train.evaluate import evaluate
-from countlib.train.records import RunDir, RunRecordError, atomic_write_csv, evaluation_step
-from countlib.train.trainer import resolve_device, task_for
+from countlib.train.placement import Placement, resolve_precision, training_device
+from countlib.train.records import (
+    RunDir,
+    RunRecordError,
+    atomic_write_csv,
+    evaluation_step,
+    precision_name,
+)
+from countlib.train.trainer import task_for
 
 
 @dataclass
@@ -27,15 +34,19 @@ class EvalReport:
     table_path: Path
 
 
-def load_run_model(run_dir: str | Path, checkpoint: str = "last") -> tuple[RunConfig, nn.Module]:
+def load_run_model(
+    run_dir: str | Path, checkpoint: str = "last", *, device: str | torch.device = "cpu"
+) -> tuple[RunConfig, nn.Module]:
     """The run's config and its model at ``checkpoint``: last, best_val, best_ood, or
-    ``step-<N>``, the weights kept at the evaluation of step N (``eval.keep_weights``)."""
+    ``step-<N>``, the weights kept at the evaluation of step N (``eval.keep_weights``); on the
+    CPU, with the kernels that suit ``device``."""
     run = RunDir(run_dir)
     if not run.config.exists():
         raise FileNotFoundError(f"{run.path} is not a run directory (no config.json)")
     config = RunConfig.from_dict(run.read_config())
     config_hash = _checked_hash(run, config)
-    model = build_model(config.model, len(task_for(config).vocab), **config.model_options)
+    vocab_size = len(task_for(config).vocab)
+    model = build_model(config.model, vocab_size, device=device, **config.model_options)
     if checkpoint == "last":
         if not run.last.exists():
             raise FileNotFoundError(f"{run.last} does not exist")
@@ -105,11 +116,16 @@ def evaluate_run(
     splits: list[str] | None = None,
     device: str = "auto",
     shift_samples: int = 1,
+    precision: str = "recorded",
 ) -> EvalReport:
-    """Evaluate a checkpoint; writes ``eval_<checkpoint>_<name>.csv`` per-position tables."""
-    config, model = load_run_model(run_dir, checkpoint)
-    device = resolve_device(device)
-    model.to(device)
+    """Evaluate a checkpoint; writes ``eval_<checkpoint>_<name>.csv`` per-position tables.
+
+    ``precision``: the autocast to score under; "recorded", the default, is the one the run
+    trained (and so evaluated) at, so that the numbers are those it recorded."""
+    where = training_device(device)
+    config, model = load_run_model(run_dir, checkpoint, device=where)
+    placement = Placement(where, _scoring_precision(RunDir(run_dir), config, precision, where))
+    model.to(placement.device)
     task = task_for(config)
     sets = _example_sets(task, config, data, splits)
     collator = Collator(
@@ -124,7 +140,8 @@ def evaluate_run(
             batch_size=config.eval.batch_size,
             shift_samples=shift_samples,
             seed=config.eval.seed,
-            device=torch.device(device),
+            device=placement.device,
+            autocast=placement.autocast,
         )
         for name, examples in sets.items()
     }
@@ -137,6 +154,24 @@ def evaluate_run(
     ]
     atomic_write_csv(table, ["split", "position", "correct", "total"], rows)
     return EvalReport(results, table)
+
+
+def _scoring_precision(run: RunDir, config: RunConfig, precision: str, device: torch.device) -> str:
+    """The precision to score ``run`` at on ``device`` (`evaluate_run`)."""
+    if precision != "recorded":
+        return resolve_precision(precision, device, config.model)
+    if not run.environment.exists():  # never started training: what it would train at here
+        return resolve_precision(config.precision, device, config.model)
+    recorded = run.read_environment()
+    # the last training segment's
+    trained = precision_name(recorded.get("precision") or config.precision)
+    if trained == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"{run.path} trained in fp16 on {recorded['device']}, and fp16 autocast needs a "
+            "CUDA device: evaluate it with --device cuda for its recorded numbers, or pass "
+            "--precision fp32 (or bf16) for numbers of another precision"
+        )
+    return trained
 
 
 def _example_sets(task, config: RunConfig, path, splits):

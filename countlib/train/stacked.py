@@ -315,7 +315,7 @@ class StackedTrainer:
             )
             for config in configs
         ]
-        if self.members[0].accelerator.scaler is not None:
+        if self.members[0].placement.scaler is not None:
             raise ValueError(
                 "fp16 runs cannot be stacked: loss scaling skips steps for all runs at once; "
                 "use precision bf16 or fp32, or train them side by side (pool executor)"
@@ -328,6 +328,7 @@ class StackedTrainer:
         results: dict[int, TrainResult] = {}
         with ExitStack() as held:
             held.enter_context(_torch_threads(self.members[0].threads))
+            held.enter_context(self.members[0].placement.current())
             todo = []
             for index, member in enumerate(self.members):
                 final = member.final_result()
@@ -363,8 +364,8 @@ class StackedTrainer:
 
     def _build(self, members: list[Trainer]) -> None:
         first = members[0]
-        self.device = first.accelerator.device
-        models = [member.accelerator.unwrap_model(member.model) for member in members]
+        self.device = first.placement.device
+        models = [member.model for member in members]
         self.model = stack_models(models)
         self.params = list(self.model.parameters())
         self.optimizer, self.scheduler = build_optimizer(
@@ -470,7 +471,7 @@ class StackedTrainer:
             _pinned(_stacked_field(batches, name, pad), cuda).to(self.device, non_blocking=True)
             for name, pad in fields.items()
         )
-        with first.accelerator.autocast():
+        with first.placement.autocast():
             logits = self.model(
                 ids.flatten(0, 1),
                 position_ids=positions.flatten(0, 1),
@@ -482,7 +483,8 @@ class StackedTrainer:
         )
         # each run's mean over its supervised positions, as its own cross_entropy takes it
         losses = nll.view(len(members), -1).sum(1) / (labels != IGNORE).flatten(1).sum(1)
-        losses[self.active].sum().backward()
+        # where, not a boolean index: indexing by a mask waits for the GPU to count it
+        torch.where(self.active, losses, 0.0).sum().backward()
         if first.config.optim.grad_clip:
             clip_per_run(self.params, first.config.optim.grad_clip)
         self.optimizer.step()
@@ -494,7 +496,7 @@ class StackedTrainer:
     def _copy_back(self, run: int, member: Trainer, state: dict[str, Any]) -> None:
         """Give ``member`` its slice of the stacked weights, AdamW state and schedule, so that
         its evaluation, checkpoint and records are those of the run trained alone."""
-        model = member.accelerator.unwrap_model(member.model)
+        model = member.model
         with torch.no_grad():
             for param, stacked in zip(model.parameters(), self.params, strict=True):
                 param.copy_(stacked[run])

@@ -22,18 +22,28 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from tqdm import tqdm  # tqdm.auto warns in notebooks without ipywidgets
 
 import countlib
 from countlib.batches import Batch, Collator, evaluation_batches
 from countlib.config import OptimConfig, RunConfig
 from countlib.metrics import EvalResult
-from countlib.models import build_model, freeze_token_rows, get_family, parameter_count
+from countlib.models import (
+    backend_names,
+    backend_notes,
+    build_model,
+    freeze_token_rows,
+    parameter_count,
+)
 from countlib.models.rwkv import l2wrap
 from countlib.tasks import Task, get_task
 from countlib.train.checkpoint import load_state, save_state, save_weights
 from countlib.train.evaluate import evaluate_batches
+from countlib.train.placement import (
+    Placement,
+    parameters_device,
+    refuse_distributed_launch,
+)
 from countlib.train.records import (
     TALLIES,
     RunDir,
@@ -65,37 +75,6 @@ class TrainResult:
     skipped: bool = False
 
 
-class DeviceUnavailableError(ValueError):
-    """The requested device does not exist on this machine: a bad argument here, which the
-    command line reports as such."""
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceUnavailableError(
-            f"device {device!r} requested but CUDA is not available here; use --device cpu or auto"
-        )
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; choose cpu, cuda or auto")
-    return device
-
-
-def resolve_precision(precision: str, device: str, model: str) -> str:
-    """Accelerate's mixed-precision name. "auto" is the family's ``gpu_precision`` on CUDA and
-    fp32 on CPU, where half-precision autocast is slow."""
-    if precision == "auto":
-        precision = get_family(model).gpu_precision if device.startswith("cuda") else "fp32"
-    if precision == "fp16" and device == "cpu":
-        # accelerate has no fp16 autocast on CPU and would train fp32 under an fp16 record
-        raise ValueError(
-            "precision 'fp16' needs a CUDA device: on CPU it would silently train in fp32; "
-            "use fp32, bf16 or auto on CPU"
-        )
-    return {"fp32": "no"}.get(precision, precision)
-
-
 def build_optimizer(
     params: Iterable[Any], optim: OptimConfig, *, fused: bool = False
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
@@ -110,7 +89,6 @@ def build_optimizer(
         fused=fused or None,
     )
     warmup = optim.warmup_steps
-    # Scheduler stays outside accelerate: it would step once per process and stretch warmup.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
     )
@@ -124,8 +102,15 @@ def task_for(config: RunConfig) -> Task:
     return task
 
 
+class BackendChangedError(ValueError):
+    """A run would resume on other kernels than it trained on so far."""
+
+
 class Trainer:
     """Trains one run to its final status, ``complete`` or ``diverged``.
+
+    The run owns its device, autocast and loss scaler (`countlib.train.placement.Placement`),
+    so one process trains any sequence of runs at any devices and precisions.
 
     Divergence: at every log interval (``log_every`` steps, and at each evaluation) the run
     stops as ``diverged`` when the interval's mean training loss is non-finite or exceeds
@@ -144,33 +129,34 @@ class Trainer:
         log_every: int = 50,
         threads: int | None = None,
         allow_thread_change: bool = False,
+        allow_backend_change: bool = False,
         batches_ahead: int | None = None,
     ) -> None:
-        """``threads``: torch threads while training, None for the thread policy's count
-        (`countlib.train.threads`). ``allow_thread_change``
-        resumes a CPU run at another thread count than it was trained at, with a warning,
-        instead of refusing. ``batches_ahead``: training batches drawn ahead on a background
-        thread, None for the default of `countlib.train.stream.batches_ahead` (some on CUDA,
-        none on CPU); the batches, and so the run's numbers, are the same either way."""
+        """``device``: "auto", "cpu", "cuda" (the current GPU) or "cuda:N". ``threads``: torch
+        threads while training, None for the thread policy's count (`countlib.train.threads`).
+        ``allow_thread_change`` resumes a CPU run at another thread count than it was trained
+        at, with a warning, instead of refusing. ``batches_ahead``: training batches drawn
+        ahead on a background thread, None for the default of
+        `countlib.train.stream.batches_ahead` (some on CUDA, none on CPU); the batches, and so the run's numbers, are the same either way.
+        ``allow_backend_change`` resumes a run on other kernels than its last training segment
+        ran (e.g. fla's there, countlib's here), with a warning, instead of refusing."""
+        refuse_distributed_launch()
         self.config = config.resolve()
         self.hash = config.config_hash()
         self.run = RunDir(Path(runs_dir) / self.config.run_name())
-        self.device = resolve_device(device)
+        self.placement = Placement.of(device, self.config.precision, self.config.model)
+        #: The run's device, by index on CUDA ("cuda:0"): what its records say it trained on.
+        self.device = str(self.placement.device)
         self.threads = cpu_threads() if threads is None else threads
         self.batches_ahead = batches_ahead_by_default(batches_ahead, self.device)
         self.allow_thread_change = allow_thread_change
+        self.allow_backend_change = allow_backend_change
         #: Runs trained together with this one as one batched model (`countlib.train.stacked`),
         #: recorded with each training segment: their wall time is the group's. 1: alone.
         self.stacked_runs = 1
         self.progress = progress
         self.log_every = log_every
         self.task = task_for(self.config)
-        self.accelerator = Accelerator(
-            cpu=self.device == "cpu",
-            mixed_precision=resolve_precision(
-                self.config.precision, self.device, self.config.model
-            ),
-        )
         self.collator = Collator(
             self.task,
             self.config.position_scheme,
@@ -185,17 +171,21 @@ class Trainer:
         self.splits = {name: self.task.split(name, seed=cfg.eval.seed) for name in self.task.splits}
         self._evaluation_batches: dict[str, list[Batch]] | None = None
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, len(self.task.vocab), **cfg.model_options)
+        # initialised on the CPU whatever the device, so that a seed gives the same weights
+        model = build_model(
+            cfg.model, len(self.task.vocab), device=self.placement.device, **cfg.model_options
+        )
+        self.model = model.to(self.placement.device)
         # The nullseq tasks' <null> row: zero and untrained in every family (seed-spec 7.14).
         frozen = self.task.vocab.ids(self.task.frozen_tokens)
         self.zero_frozen_rows = freeze_token_rows(model, frozen)
         groups = model.param_groups(cfg.optim) if hasattr(model, "param_groups") else None
-        optimizer, self.scheduler = build_optimizer(
+        # after the move: fused AdamW takes CUDA parameters only
+        self.optimizer, self.scheduler = build_optimizer(
             groups or model.parameters(), cfg.optim, fused=self.fused_adamw()
         )
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        process = self.accelerator.process_index
-        self.data_rng = random.Random(f"data/{cfg.data_seed}/{process}")
+        # "/0": the stream of process 0, as runs were recorded when a launcher could add ranks
+        self.data_rng = random.Random(f"data/{cfg.data_seed}/0")
         self._training_batches: TrainingBatches | None = None
         self.step = 0
         self.train_rows: list[list[Any]] = []
@@ -216,15 +206,17 @@ class Trainer:
         return self.device.startswith("cuda")
 
     def _state(self) -> dict[str, Any]:
-        scaler = self.accelerator.scaler
+        scaler = self.placement.scaler
+        device_rng = self.placement.rng_state()
         return {
             "step": self.step,
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # the training GPU's alone: a process that sees other GPUs restores it all the same
+            "device_rng": device_rng if device_rng is not None else [],
             "data_rng": json.dumps(self._data_rng_state()),
             "history": json.dumps(
                 {
@@ -239,14 +231,13 @@ class Trainer:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.accelerator.scaler is not None and state["scaler"]:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
+        if self.placement.scaler is not None and state["scaler"]:
+            self.placement.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.placement.set_rng_state(_device_rng(state, self.placement.device))
         version, internal, gauss = json.loads(state["data_rng"])
         self.close_batches()  # any batches drawn ahead came from the state before this one
         self.data_rng.setstate((version, tuple(internal), gauss))
@@ -266,7 +257,7 @@ class Trainer:
         final = self.final_result()
         if final is not None:
             return final
-        with self.run.lock(), _torch_threads(self.threads):
+        with self.run.lock(), _torch_threads(self.threads), self.placement.current():
             if self.run.is_complete():  # another process finished it while we waited
                 return self.run_training()
             self._start()
@@ -303,7 +294,11 @@ class Trainer:
         segment = {
             "started_at_step": self.step,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": self.device,
+            # read from the model: where its parameters are, not what was asked for
+            "device": str(parameters_device(self.model)),
+            "precision": self.placement.precision,
+            "backends": backend_names(self.model),
+            "backend_notes": backend_notes(self.model),
             "torch_threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
             "torch": torch.__version__,
@@ -314,6 +309,7 @@ class Trainer:
         }
         if self.segments:
             self._check_thread_count(self.segments[-1], segment)
+            self._check_backends(self.segments[-1], segment)
         self.segments.append(segment)
 
     def _check_thread_count(self, previous: dict[str, Any], segment: dict[str, Any]) -> None:
@@ -334,13 +330,33 @@ class Trainer:
             f"{change}; resuming anyway (allow_thread_change)", RuntimeWarning, stacklevel=3
         )
 
+    def _check_backends(self, previous: dict[str, Any], segment: dict[str, Any]) -> None:
+        """Refuse to resume on other kernels than the segment before ran (segments recorded
+        before backends were have none to compare): the run's numbers would mix the two."""
+        was, now = previous.get("backends"), segment["backends"]
+        if was is None or was == now:
+            return
+        why = "; ".join(f"{part}: {note}" for part, note in segment["backend_notes"].items())
+        change = (
+            f"{self.run.path} trained on backends {was} until step {self.step}; here it would "
+            f"resume on {now}" + (f" ({why})" if why else "")
+        )
+        if not self.allow_backend_change:
+            raise BackendChangedError(
+                f"{change}. Resume where the same kernels load, or resume anyway with "
+                "allow_backend_change (countlib train --allow-backend-change)"
+            )
+        warnings.warn(
+            f"{change}; resuming anyway (allow_backend_change)", RuntimeWarning, stacklevel=3
+        )
+
     def _loop(self) -> TrainResult:
         cfg = self.config
         total = cfg.optim.steps
         bar = tqdm(
             total=total, initial=self.step, disable=not self.progress, desc=self.run.path.name
         )
-        loss_sum = torch.zeros((), device=self.accelerator.device)
+        loss_sum = torch.zeros((), device=self.placement.device)
         since_log = 0
         started = time.perf_counter() - self.elapsed
         self.model.train()
@@ -423,8 +439,9 @@ class Trainer:
             self._training_batches = None
 
     def _train_step(self) -> torch.Tensor:
-        batch = self.next_batch().to(self.accelerator.device)
-        with self.accelerator.autocast():
+        placement = self.placement
+        batch = self.next_batch().to(placement.device)
+        with placement.autocast():
             logits = self.model(
                 batch.input_ids,
                 position_ids=batch.position_ids,
@@ -437,10 +454,11 @@ class Trainer:
             # T = max_seq_len: each position of the shorter batches here gets its exact term.
             scale = self.config.optim.l2wrap / (logits.shape[0] * self.task.max_seq_len)
             loss = l2wrap(loss, logits, scale)
-        self.accelerator.backward(loss)
+        placement.backward(loss)
         if self.config.optim.grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
-        self.optimizer.step()
+            placement.unscale(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        placement.step(self.optimizer)
         self.zero_frozen_rows()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -470,8 +488,8 @@ class Trainer:
                 self.model,
                 self.task,
                 batches,
-                device=self.accelerator.device,
-                autocast=self.accelerator.autocast,
+                device=self.placement.device,
+                autocast=self.placement.autocast,
             )
             for name, batches in self.evaluation_batches().items()
         }
@@ -484,7 +502,7 @@ class Trainer:
             cfg = self.config.eval
             self._evaluation_batches = {
                 name: [
-                    batch.to(self.accelerator.device)
+                    batch.to(self.placement.device)
                     for batch in evaluation_batches(
                         self.task,
                         examples,
@@ -507,16 +525,14 @@ class Trainer:
                 for key, (correct, total) in getattr(result, f"per_{kind}").items():
                     self.tally_rows[kind].append([self.step, split, key, correct, total])
         self._update_best(results)
-        if self.accelerator.is_main_process:
-            if self.config.eval.keep_weights:
-                # before last.pt: a run killed in between evaluates this step again on resume
-                self._save_weights(self.run.evaluation_weights(self.step))
-            save_state(self.run.last, self._state(), self.hash)
-            self._write_history()
+        if self.config.eval.keep_weights:
+            # before last.pt: a run killed in between evaluates this step again on resume
+            self._save_weights(self.run.evaluation_weights(self.step))
+        save_state(self.run.last, self._state(), self.hash)
+        self._write_history()
 
     def _save_weights(self, path: Path) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        save_weights(path, model, {"step": str(self.step), "config_hash": self.hash})
+        save_weights(path, self.model, {"step": str(self.step), "config_hash": self.hash})
 
     def _update_best(self, results: dict[str, EvalResult]) -> None:
         """Keep the best trained checkpoint by IND and by OOD (the task's metrics).
@@ -538,19 +554,17 @@ class Trainer:
             if value is None or (key in self.best and value < self.best[key][metric]):
                 continue
             self.best[key] = point
-            if self.accelerator.is_main_process:
-                self._save_weights(path)
+            self._save_weights(path)
 
     def _write_static_records(self) -> None:
-        if not self.accelerator.is_main_process:
-            return
+        """config.json, and environment.json as of this segment; every segment's device,
+        precision and backends stay in its ``segments``."""
         atomic_write_json(self.run.config, self.config.to_dict())
-        model = self.accelerator.unwrap_model(self.model)
-        backends = model.backends() if hasattr(model, "backends") else {}
-        env = environment_record(self.device, self.accelerator.mixed_precision, backends) | {
-            "config_hash": self.hash,
-            "segments": self.segments,
-        }
+        segment = self.segments[-1]
+        env = environment_record(segment["device"], segment["precision"], segment["backends"])
+        env |= {"config_hash": self.hash, "segments": self.segments}
+        if segment["backend_notes"]:
+            env["backend_notes"] = segment["backend_notes"]
         atomic_write_json(self.run.environment, env)
 
     def _write_history(self) -> None:
@@ -564,7 +578,7 @@ class Trainer:
             )
 
     def _finish(self, status: str, reason: str = "") -> TrainResult:
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.model
         final = {(row[1], row[2]): row[3] for row in self.eval_rows if row[0] == self._last_eval}
         summary = {
             "status": status,
@@ -588,10 +602,9 @@ class Trainer:
             "metrics": self.task.recorded_metrics,
             "note": BEST_CHECKPOINT_NOTE,
         }
-        if self.accelerator.is_main_process:
-            self._write_history()
-            atomic_write_json(self.run.summary, summary)
-            self.run.mark_complete(status)
+        self._write_history()
+        atomic_write_json(self.run.summary, summary)
+        self.run.mark_complete(status)
         return TrainResult(self.run, status, summary)
 
 
@@ -605,6 +618,17 @@ def _torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _device_rng(state: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+    """The saved rng state of the training GPU. Checkpoints before countlib 0.1's placement
+    kept every visible GPU's (``cuda_rng``): the entry of the same index, where there is one."""
+    saved = state.get("device_rng")
+    if isinstance(saved, torch.Tensor):
+        return saved
+    every_gpu = state.get("cuda_rng") or []
+    index = device.index or 0
+    return every_gpu[index] if device.type == "cuda" and index < len(every_gpu) else None
 
 
 def _is_overflow(err: Exception) -> bool:
