@@ -137,9 +137,10 @@ class Trainer:
         ``allow_thread_change`` resumes a CPU run at another thread count than it was trained
         at, with a warning, instead of refusing. ``batches_ahead``: training batches drawn
         ahead on a background thread, None for the default of
-        `countlib.train.stream.batches_ahead` (some on CUDA, none on CPU); the batches, and so the run's numbers, are the same either way.
-        ``allow_backend_change`` resumes a run on other kernels than its last training segment
-        ran (e.g. fla's there, countlib's here), with a warning, instead of refusing."""
+        `countlib.train.stream.batches_ahead` (some on CUDA, none on CPU); the batches, and so
+        the run's numbers, are the same either way. ``allow_backend_change`` resumes a run on
+        other kernels than its last training segment ran (e.g. fla's there, countlib's here),
+        with a warning, instead of refusing."""
         refuse_distributed_launch()
         self.config = config.resolve()
         self.hash = config.config_hash()
