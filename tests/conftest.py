@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -18,3 +19,17 @@ def seed_data() -> Path:
     if not SEED_DATA.is_dir():
         pytest.skip(f"original released files not found at {SEED_DATA}")
     return SEED_DATA
+
+
+#: Set by benchmarks/gpu_check.sh: there the GPU kernels were installed, so a kernel package
+#: that does not import is a failure to see, not a test to skip.
+GPU_CHECK = os.environ.get("COUNTLIB_GPU_CHECK") == "1"
+
+
+def gpu_kernels(module: str) -> None:
+    """Skip a GPU test whose kernel package (fla, mamba_ssm) is not installed, naming it; in
+    the GPU check (`GPU_CHECK`) fail instead, with the import's own error."""
+    if GPU_CHECK:
+        importlib.import_module(module)
+    else:
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install countlib[gpu])")

@@ -9,7 +9,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
-import papermill
 import pytest
 import torch
 
@@ -485,6 +484,8 @@ def test_pick_runs_prefers_the_papers_runs():
 
 
 def test_the_notebook_runs_under_papermill(tiny_runs, tmp_path):
+    import papermill  # here: `pytest -m gpu` collects this module where papermill is not
+
     runs_dir, manifest = tiny_runs
     out = tmp_path / "analysis.ipynb"
     parameters = {"runs_dir": str(runs_dir), "manifest": str(manifest), "per_split": 4}

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import papermill
 import pytest
 import yaml
 
@@ -156,6 +155,8 @@ def test_the_book_has_no_broken_links_and_loads_cleanly_in_a_browser(tiny_book):
 
 
 def test_a_family_notebook_trains_its_own_grid_without_a_profile(tmp_path):
+    import papermill  # here: `pytest -m gpu` collects this module where papermill is not
+
     out = tmp_path / "train_transformer.ipynb"
     parameters = {"pes": ["nope"], "layers": 1, "hidden": 16, "heads": 2, "steps": 12,
                   "eval_every": 6, "runs_dir": str(tmp_path / "runs")}  # fmt: skip

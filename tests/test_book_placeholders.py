@@ -10,15 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from sphinx_external_toc.parsing import parse_toc_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 
 
+# The book extras are imported where used: `pytest -m gpu` collects this module on a GPU
+# machine that has none of them.
+
+
 def generated_pages() -> list[str]:
+    from sphinx_external_toc.parsing import parse_toc_yaml
+
     site_map = parse_toc_yaml(REPO / "book" / "_toc.yml")
     return [name.removeprefix("generated/") for name in site_map if name.startswith("generated/")]
 
@@ -52,6 +56,8 @@ def page_text(book: Path, page: str) -> str:
 
 
 def write_notebook(path: Path) -> None:
+    import nbformat
+
     notebook = nbformat.v4.new_notebook()
     # what papermill leaves: without a language, myst-nb warns that it has no lexer
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}

@@ -19,6 +19,7 @@ from countlib.models.deltanet import (
     segment_products,
 )
 from tests import family_checks as checks
+from tests.conftest import gpu_kernels
 from tests.family_checks import V, one_thread  # noqa: F401 (the fixture)
 
 FAMILIES = ["deltanet", "gated_deltanet"]
@@ -230,7 +231,7 @@ def test_trains_through_the_trainer_on_mod10(family, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("negative", [False, True])
 def test_fla_kernels_match_countlib_on_gpu(family, negative):
-    pytest.importorskip("fla.ops.gated_delta_rule")
+    gpu_kernels("fla.ops.gated_delta_rule")
     torch.manual_seed(0)
     options = {"hidden": 64, "heads": 2, "negative_eigenvalues": negative}
     reference = build_model(family, V, backend="countlib", **options).cuda().eval()

@@ -17,6 +17,7 @@ from countlib.models.mamba import (
     MambaModel,
     selective_scan,
 )
+from tests.conftest import gpu_kernels
 
 HAS_MAMBAPY = importlib.util.find_spec("mambapy") is not None
 needs_mambapy = pytest.mark.skipif(
@@ -246,7 +247,7 @@ def test_auto_chooses_by_the_device_it_is_built_for(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_countlib_scan_and_model_match_mamba_ssm_kernels():
-    pytest.importorskip("mamba_ssm", reason="mamba_ssm CUDA kernels not installed")
+    gpu_kernels("mamba_ssm")
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     inputs = scan_inputs(batch=4, length=50, inner=32, n=16, dtype=torch.float32, device="cuda")

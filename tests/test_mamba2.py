@@ -15,6 +15,7 @@ from countlib.models.deltanet import BackendUnavailableError
 from countlib.models.mamba import MambaConfig, MambaModel, selective_scan
 from countlib.models.mamba2 import Mamba2Config, Mamba2Model, ssd_chunked, ssd_recurrent
 from tests import family_checks as checks
+from tests.conftest import gpu_kernels
 from tests.family_checks import V, one_thread  # noqa: F401 (the fixture)
 
 TINY = {"layers": 2, "hidden": 16, "d_state": 4, "head_dim": 8, "chunk_size": 4}
@@ -160,7 +161,7 @@ def test_trains_through_the_trainer_on_mod10(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fla_kernel_matches_countlib_on_gpu():
-    pytest.importorskip("fla.ops.simple_gla")
+    gpu_kernels("fla.ops.simple_gla")
     torch.manual_seed(0)
     reference = build_model("mamba2", V, hidden=64, backend="countlib").cuda().eval()
     model = build_model("mamba2", V, hidden=64, backend="fla").cuda().eval()

@@ -406,3 +406,28 @@ def test_the_command_line_reports_a_launch_in_one_line(tmp_path, monkeypatch, ca
     error = capsys.readouterr().err
     assert error.startswith("error: countlib was started as one of several ranks (WORLD_SIZE=4")
     assert len(error.splitlines()) == 1
+
+
+# -- the GPU tests collect where the book's extras are not installed -----------------------------
+
+
+def test_gpu_tests_collect_without_the_book_extras():
+    """The lent GPU machines have no papermill, nbformat or sphinx extensions: a module that
+    imports them at its top would abort `pytest -m gpu` before any test ran."""
+    blocked = ("papermill", "nbformat", "sphinx_external_toc", "jupyter_book", "myst_nb")
+    code = (
+        "import sys, pytest\n"
+        f"for name in {blocked!r}: sys.modules[name] = None  # import fails\n"
+        "sys.exit(pytest.main(['-m', 'gpu', '--collect-only', '-q', '-p', 'no:cacheprovider']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    collected = {line.split("::")[0] for line in done.stdout.splitlines() if "::" in line}
+    marking = {
+        f"tests/{path.name}"
+        for path in (REPO / "tests").glob("test_*.py")
+        if "pytest.mark.gpu" in path.read_text() and path.name != "test_placement.py"
+    }
+    assert collected == marking

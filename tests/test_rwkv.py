@@ -16,6 +16,7 @@ from countlib.models.rwkv import (
     wkv_chunked,
     wkv_recurrent,
 )
+from tests.conftest import gpu_kernels
 from tests.family_checks import check_ignores_positions_and_masks, one_thread  # noqa: F401
 
 V = 11
@@ -355,7 +356,7 @@ def test_positions_and_masks_are_ignored():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fla_kernel_matches_countlib_on_gpu():
-    pytest.importorskip("fla.ops.rwkv6")
+    gpu_kernels("fla.ops.rwkv6")
     device = torch.device("cuda")
     inputs = [
         x.detach().to(device).requires_grad_()
