@@ -57,9 +57,10 @@ def smoke_config(family: str, steps: int, tiny: bool) -> RunConfig:
     )
 
 
-def smoke_line(family: str, config: RunConfig, device: str, runs_dir: Path) -> str:
-    """Train ``config``; its one line of the table, or why it did not train."""
+def smoke_line(family: str, steps: int, tiny: bool, device: str, runs_dir: Path) -> str:
+    """Train ``family`` for ``steps``; its one line of the table, or why it did not train."""
     try:
+        config = smoke_config(family, steps, tiny)
         half = max(1, config.optim.steps // 2)
         trainer = Trainer(config, runs_dir, device=device, progress=False, log_every=half)
         precision = trainer.placement.precision
@@ -108,8 +109,7 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs_dir:
         for family in args.families:
-            config = smoke_config(family, args.steps, args.tiny)
-            emit(smoke_line(family, config, args.device, Path(runs_dir)))
+            emit(smoke_line(family, args.steps, args.tiny, args.device, Path(runs_dir)))
     emit(f"# {len(args.families)} families in {time.perf_counter() - started:.0f} s")
     if out is not None:
         out.close()

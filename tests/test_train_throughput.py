@@ -51,6 +51,22 @@ def test_gpu_check_script_parses():
     subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")], check=True)
 
 
+def test_the_gpu_smoke_writes_one_line_per_family_as_each_trains(tmp_path):
+    """Two families of the registry in one process, the second failing: both lines are there,
+    the failure's with its reason, in the file as on the screen."""
+    out = tmp_path / "families.txt"
+    command = [sys.executable, str(REPO / "benchmarks" / "gpu_smoke.py"), "--device", "cpu"]
+    command += ["--tiny", "--steps", "2", "--families", "mamba2", "no_such_family"]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    header, trained, failed, total = out.read_text().splitlines()
+    assert header.split()[:4] == ["family", "result", "precision", "steps/s"]
+    assert trained.split()[:3] == ["mamba2", "complete", "fp32"]
+    assert "ssd=countlib-chunked" in trained
+    assert failed.split()[:2] == ["no_such_family", "FAILED"] and "Valid models" in failed
+    assert total.startswith("# 2 families") and done.stdout == out.read_text()
+
+
 def test_benchmark_writes_its_json(tmp_path):
     out = tmp_path / "t.json"
     command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--configs"]
