@@ -4,32 +4,60 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from countlib.models.transformer import (
-    AttentionRecord,
-    Transformer,
-    TransformerConfig,
+from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.models.positions import (
+    FLAGS,
+    PE_SCHEMES,
+    PositionScheme,
     alibi_slopes,
+    parse_pe,
     sinusoid_table,
     t5_buckets,
 )
+from countlib.models.transformer import AttentionRecord, Transformer, TransformerConfig
+from countlib.train import train
 from tests.family_checks import one_thread  # noqa: F401 (the fixture)
 
 V = 13
 T = 12
-INTEGER_PES = [
-    "nope",
-    "sine",
-    "ape",
-    "rope",
-    "alibi",
-    "t5",
-    "ape+rope",
-    "sine+alibi",
-    "ape+sine+t5",
-]
-ALL_PES = INTEGER_PES + ["spe"]
-RELATIVE_PES = ["nope", "rope", "alibi", "t5"]
+
+
+def _undeclared(name: str, scheme: type[PositionScheme]) -> str | None:
+    """What a registered scheme fails to declare of `FLAGS`, naming it, or None."""
+    missing = [flag for flag in FLAGS if not isinstance(getattr(scheme, flag, None), bool)]
+    if not missing:
+        return None
+    return f"positional scheme {name!r} ({scheme.__name__}) does not declare {', '.join(missing)}"
+
+
+#: The registered schemes that declare every flag: one that does not fails
+#: `test_every_registered_scheme_declares_every_flag`, by name, instead of this module's import.
+DECLARED = {name: s for name, s in PE_SCHEMES.items() if _undeclared(name, s) is None}
+
+
+def _combinations() -> list[str]:
+    """Each attention scheme with one input scheme in turn, the last one with all of them: every
+    scheme that combines is tried in a combination, without testing every combination."""
+    inputs = [name for name, s in DECLARED.items() if s.combines and not s.attention]
+    attention = [name for name, s in DECLARED.items() if s.combines and s.attention]
+    pairs = [f"{inputs[i % len(inputs)]}+{name}" for i, name in enumerate(attention[:-1])]
+    return pairs + ["+".join([*inputs, attention[-1]])]
+
+
+def _any(pe: str, flag: str) -> bool:
+    """Whether any scheme of ``pe`` has ``flag`` set."""
+    return any(getattr(scheme, flag) for scheme in parse_pe(pe))
+
+
+#: Every registered scheme alone, then combinations: a new scheme is tested by registering it.
+ALL_PES = [*DECLARED, *_combinations()]
+INTEGER_PES = [pe for pe in ALL_PES if not _any(pe, "float_positions")]
+#: Schemes without a table that read integer ids see only their differences.
+RELATIVE_PES = [pe for pe in INTEGER_PES if not _any(pe, "table")]
+TABLE_PES = [pe for pe in INTEGER_PES if _any(pe, "table")]
+BIDIRECTIONAL_PES = [name for name, s in DECLARED.items() if not s.causal_only]
 
 
 def tiny(pe: str = "nope", **options) -> Transformer:
@@ -41,7 +69,7 @@ def tiny(pe: str = "nope", **options) -> Transformer:
 def positions(pe: str, batch: int, length: int, start: int = 3) -> torch.Tensor:
     """Shifted integer ids, or the scalar_shift values (start + j) / P for spe."""
     ids = torch.arange(start, start + length).expand(batch, length)
-    return ids / 64.0 if pe == "spe" else ids.clone()
+    return ids / 64.0 if _any(pe, "float_positions") else ids.clone()
 
 
 def parameters(model: torch.nn.Module, trainable: bool = False) -> int:
@@ -115,7 +143,7 @@ def test_undefined_positional_schemes_are_errors_listing_valid_ones(pe):
         ({"ape_frozen": True}, "need 'ape'"),
         ({"pe": "rope", "hidden": 6, "heads": 2}, "even head dimension"),
         ({"pe": "alibi", "causal": False}, "causal=False is not supported"),
-        ({"pe": "ape+t5", "causal": False}, "use nope, sine, ape, rope or spe"),
+        ({"pe": "ape+t5", "causal": False}, "use nope, spe, ape, sine or rope"),
     ],
 )
 def test_bad_options_are_errors(options, message):
@@ -138,7 +166,12 @@ def test_default_position_scheme(pe, scheme):
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
 @pytest.mark.parametrize("pe", ALL_PES)
 def test_output_at_t_depends_only_on_inputs_up_to_t(pe, attention):
-    model = tiny(pe, attention=attention)
+    assert_causal(tiny(pe, attention=attention), pe)
+
+
+def assert_causal(model: Transformer, pe: str) -> None:
+    """Changing tokens and ids from a cut on leaves every earlier output exactly as it was,
+    and changes every later one (helpers and padding in the batch)."""
     gen = torch.Generator().manual_seed(2)
     ids = torch.randint(0, V, (3, T), generator=gen)
     pos = positions(pe, 3, T)
@@ -154,9 +187,6 @@ def test_output_at_t_depends_only_on_inputs_up_to_t(pe, attention):
         b = model(ids2, position_ids=pos2, attention_mask=mask)
     torch.testing.assert_close(a[:, :cut], b[:, :cut], rtol=0, atol=0)
     assert (a[:, cut:] - b[:, cut:]).abs().amax(dim=-1).min() > 1e-4
-
-
-BIDIRECTIONAL_PES = ["nope", "sine", "ape", "rope", "spe"]
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
@@ -213,7 +243,7 @@ def test_every_scheme_actually_uses_positions_except_nope(pe):
         same = torch.allclose(
             model(ids, position_ids=pos), model(ids, position_ids=spread), atol=1e-6
         )
-    assert same == (pe == "nope")
+    assert same == (not _any(pe, "reads_positions"))
 
 
 @pytest.mark.parametrize("pe", INTEGER_PES)
@@ -225,8 +255,7 @@ def test_shift_augmentation_changes_ids_not_causal_structure(pe):
     base, shifted = positions(pe, 2, T, start=0), positions(pe, 2, T, start=37)
     with torch.no_grad():
         a, b = model(ids, position_ids=base), model(ids, position_ids=shifted)
-        relative = not any(p in pe for p in ("ape", "sine"))
-        assert torch.allclose(a, b, atol=1e-5) == relative
+        assert torch.allclose(a, b, atol=1e-5) == (pe in RELATIVE_PES)
         ids2 = ids.clone()
         ids2[:, 7] = (ids2[:, 7] + 1) % V
         c = model(ids2, position_ids=shifted)
@@ -275,7 +304,7 @@ def test_sdpa_and_explicit_attention_agree(pe, identity):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
-@pytest.mark.parametrize("pe", ["nope", "alibi", "t5"])
+@pytest.mark.parametrize("pe", ALL_PES)
 def test_queries_without_any_key_stay_finite(pe, attention):
     model = tiny(pe, attention=attention).train()
     ids = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(7))
@@ -365,7 +394,7 @@ def test_frozen_ape_keeps_its_random_table():
     assert torch.equal(model.pos_emb.weight, before)
 
 
-@pytest.mark.parametrize("pe", ["ape", "sine", "ape+rope"])
+@pytest.mark.parametrize("pe", TABLE_PES)
 def test_position_ids_beyond_the_table_are_errors(pe):
     model = tiny(pe)
     ids = torch.zeros(1, T, dtype=torch.long)
@@ -444,3 +473,75 @@ def test_adamw_steps_reduce_the_loss(pe):
     model = tiny(pe).train()
     losses = _train(model, pe, steps=25)
     assert losses[-1] < 0.75 * losses[0]
+
+
+# -- the registry of positional schemes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(PE_SCHEMES))
+def test_every_registered_scheme_declares_every_flag(name):
+    problem = _undeclared(name, PE_SCHEMES[name])
+    assert problem is None, problem
+
+
+def test_a_scheme_that_forgets_a_flag_is_named():
+    class Forgetful(PositionScheme):
+        combines = attention = float_positions = causal_only = False
+        reads_positions = True  # and no `table`
+
+    assert _undeclared("forgetful", Forgetful) == (
+        "positional scheme 'forgetful' (Forgetful) does not declare table"
+    )
+
+
+def test_parse_pe_returns_schemes_in_registry_order():
+    assert (
+        parse_pe("rope+ape")
+        == parse_pe("ape+rope")
+        == (
+            PE_SCHEMES["ape"],
+            PE_SCHEMES["rope"],
+        )
+    )
+
+
+class ToyBias(PositionScheme):
+    """A learned scalar per position id, added to every input channel: a scheme defined outside
+    countlib, to show that registering one class is all a new scheme takes."""
+
+    combines = True
+    attention = False
+    reads_positions = True
+    float_positions = False
+    table = True
+    causal_only = False
+
+    def build(self, model: nn.Module) -> None:
+        model.toy_bias = nn.Embedding(self.config.max_positions, 1)
+
+    def embed(self, model: nn.Module, h: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return h + model.toy_bias(position_ids)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(PE_SCHEMES, "toy", ToyBias)
+
+
+@pytest.mark.usefixtures("toy")
+def test_a_registered_scheme_builds_runs_causally_and_trains(tmp_path):
+    assert _undeclared("toy", ToyBias) is None
+    model = tiny("toy")
+    assert "toy_bias.weight" in model.state_dict()
+    assert_causal(model, "toy")
+    assert TransformerConfig(V, pe="toy+rope").default_position_scheme == "shift"
+    config = RunConfig(
+        task="shifted_start",
+        model="transformer",
+        model_options={"pe": "toy", "hidden": 16, "heads": 2, "layers": 1},
+        optim=OptimConfig(steps=2, batch_size=4, warmup_steps=0),
+        eval=EvalConfig(every=2, batch_size=512),
+    )
+    result = train(config, tmp_path, device="cpu", progress=False)
+    assert result.status == "complete" and result.summary["steps"] == 2
+    assert math.isfinite(result.summary["final"]["ind"])

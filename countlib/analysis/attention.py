@@ -150,7 +150,9 @@ def shift_sensitivity(
 
 
 def _has_table(model: Transformer) -> bool:
-    return bool({"ape", "sine"} & set(model.config.pe_parts))
+    """Whether the model looks ids up in a table, so that shifted ids must stay below its
+    max_positions rather than within the analysis's id range."""
+    return any(scheme.table for scheme in model.schemes)
 
 
 # -- sensitivity to position pairs (Figure A6) -----------------------------------------------

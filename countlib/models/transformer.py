@@ -8,23 +8,10 @@ Structure (seed-spec 2.1.1): token embedding, positional signal, L blocks of
 ``h + Attn(LN(h))`` then ``h + MLP(LN(h))``, final LayerNorm, bias-free head. The attention logits
 of layer l (0-based) are divided by sqrt(head_dim) and, with ``scale_by_layer``, by l + 1.
 
-Positional schemes (``pe``):
-
-- ``nope``: no positional signal; position ids are ignored.
-- ``sine``: fixed sinusoidal table; the token embedding is multiplied by sqrt(d) before it is added.
-- ``ape``: learned absolute table (``max_positions`` x d); ``ape_init="sine"`` starts it from the
-  sinusoidal table (the original's flag of that name was a no-op), ``ape_frozen`` keeps it fixed.
-- ``rope``: rotary embedding (rotate-half, base 10000) of q and k in every layer, with angles from
-  the supplied position ids.
-- ``spe``: scalar PE; the token embedding has d - 1 channels and the float position value from
-  the batch ("scalar_shift" or "zooming" scheme) is the d-th channel.
-- ``alibi`` (beyond the paper): per-head linear bias -slope * (query id - key id), standard slopes.
-- ``t5`` (beyond the paper): T5's learned relative bias over 32 log-spaced causal distance buckets
-  (exact up to 15, log-spaced up to 128), one value per head, one table shared by all layers as in
-  T5. Like ALiBi it is added after the logit scaling.
-- combinations: ``+``-joined additive PEs {ape, sine} with at most one of {rope, alibi, t5},
-  e.g. ``"ape+rope"``. With both ape and sine, (token + APE) is scaled by sqrt(d) before the sine
-  table is added, as in the original. ``nope`` and ``spe`` do not combine.
+Positional schemes (``pe``): nope, spe, ape, sine, rope, alibi and t5, one class each in
+`countlib.models.positions` (`PE_SCHEMES`), which says what each does. Combinations are
+``+``-joined additive PEs {ape, sine} with at most one of the attention schemes {rope, alibi,
+t5}, e.g. ``"ape+rope"``; ``nope`` and ``spe`` do not combine.
 
 Position ids come from the batch (``countlib.batches``): integer ids for every scheme but ``spe``,
 which reads float values. ``attention_mask`` is False at keys nobody may attend to (padding and
@@ -34,6 +21,7 @@ attend to itself. A query left with no key at all gets a zero attention output i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,36 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from countlib.models.positions import (
+    APE_INITS,
+    PE_SCHEMES,
+    PositionScheme,
+    apply_rope,
+    parse_pe,
+)
 from countlib.validation import check_field_types
 
-INPUT_PES = ("ape", "sine")
-ATTENTION_PES = ("rope", "alibi", "t5")
-ALONE_PES = ("nope", "spe")
 ATTENTIONS = ("sdpa", "explicit")
-APE_INITS = ("normal", "sine")
-ROPE_BASE = 10000.0
-T5_BUCKETS = 32
-T5_MAX_DISTANCE = 128
 INIT_STD = 0.02
-
-
-def parse_pe(pe: str) -> tuple[str, ...]:
-    """The parts of a positional-scheme name; ValueError for anything undefined."""
-    parts = tuple(pe.split("+"))
-    valid = (
-        f"valid: {', '.join(ALONE_PES + INPUT_PES + ATTENTION_PES)}, or a '+'-joined combination of"
-        f" {{{', '.join(INPUT_PES)}}} with at most one of {{{', '.join(ATTENTION_PES)}}}"
-    )
-    if len(parts) == 1 and parts[0] in ALONE_PES:
-        return parts
-    known = set(INPUT_PES + ATTENTION_PES)
-    if (
-        any(p not in known for p in parts)
-        or len(set(parts)) < len(parts)
-        or sum(p in ATTENTION_PES for p in parts) > 1
-    ):
-        raise ValueError(f"unknown positional scheme {pe!r}; {valid}")
-    return parts
 
 
 @dataclass
@@ -97,34 +66,47 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        parts = parse_pe(self.pe)
+        schemes = self.position_schemes
         if min(self.vocab_size, self.layers, self.hidden, self.heads, self.mlp_ratio) < 1:
             raise ValueError("vocab_size, layers, hidden, heads and mlp_ratio must be positive")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        if "rope" in parts and (self.hidden // self.heads) % 2:
-            raise ValueError(f"rope needs an even head dimension, got {self.hidden // self.heads}")
-        if "spe" in parts and self.hidden < 2:
-            raise ValueError("spe needs hidden >= 2 (one channel holds the position)")
+        for scheme in schemes:
+            scheme.check()
         if self.max_positions < 1:
             raise ValueError(f"max_positions must be positive, got {self.max_positions}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {self.attention!r}; choose from {ATTENTIONS}")
         if self.ape_init not in APE_INITS:
             raise ValueError(f"unknown ape_init {self.ape_init!r}; choose from {APE_INITS}")
-        if (self.ape_init != "normal" or self.ape_frozen) and "ape" not in parts:
-            raise ValueError(f"ape_init and ape_frozen need 'ape' in pe, got pe={self.pe!r}")
-        if not self.causal and {"alibi", "t5"} & set(parts):
+        self._check_scheme_options(schemes)
+        if not self.causal and any(s.causal_only for s in schemes):
+            usable = [name for name, s in PE_SCHEMES.items() if not s.causal_only]
+            refused = [name for name, s in PE_SCHEMES.items() if s.causal_only]
             raise ValueError(
-                f"causal=False is not supported with pe={self.pe!r}: alibi and t5 biases are "
-                "defined for keys at or before the query; use nope, sine, ape, rope or spe"
+                f"causal=False is not supported with pe={self.pe!r}: {' and '.join(refused)} are "
+                f"defined for keys at or before the query only; use "
+                f"{', '.join(usable[:-1])} or {usable[-1]}"
             )
         if self.layer_norm_eps <= 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
 
+    def _check_scheme_options(self, schemes: tuple[PositionScheme, ...]) -> None:
+        """ValueError for an option of a scheme that ``pe`` leaves out, set away from its
+        default: it would do nothing, silently."""
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        used = {type(s) for s in schemes}
+        for name, scheme in PE_SCHEMES.items():
+            changed = any(getattr(self, option) != defaults[option] for option in scheme.options)
+            if changed and scheme not in used:
+                raise ValueError(
+                    f"{' and '.join(scheme.options)} need {name!r} in pe, got pe={self.pe!r}"
+                )
+
     @property
-    def pe_parts(self) -> tuple[str, ...]:
-        return parse_pe(self.pe)
+    def position_schemes(self) -> tuple[PositionScheme, ...]:
+        """This config's positional schemes, in registry order (`parse_pe`)."""
+        return tuple(scheme(self) for scheme in parse_pe(self.pe))
 
     @property
     def head_dim(self) -> int:
@@ -134,9 +116,10 @@ class TransformerConfig:
     def default_position_scheme(self) -> str:
         """The batch position scheme the paper trains this PE with: shifted ids for every PE
         except NoPE (no ids) and the scalar PE (shifted values in [0, 1))."""
-        if self.pe == "nope":
+        schemes = self.position_schemes
+        if not any(s.reads_positions for s in schemes):
             return "none"
-        if self.pe == "spe":
+        if any(s.float_positions for s in schemes):
             return "scalar_shift"
         return "shift"
 
@@ -144,64 +127,22 @@ class TransformerConfig:
         """ValueError for batches of position scheme ``scheme`` (float values if ``floats``)
         that `Transformer` would refuse at its first forward, for a task whose longest sequence
         takes ``needed`` position ids: said before training, not after its first batch."""
-        parts = self.pe_parts
-        if parts == ("nope",):
+        schemes = self.position_schemes
+        if not any(s.reads_positions for s in schemes):
             return
-        if ("spe" in parts) != floats:
-            wanted = "float position values" if "spe" in parts else "integer position ids"
+        wants_floats = any(s.float_positions for s in schemes)
+        if wants_floats != floats:
+            wanted = "float position values" if wants_floats else "integer position ids"
             raise ValueError(
                 f"pe={self.pe!r} needs {wanted}, which position scheme {scheme!r} does not give; "
                 f"use {self.default_position_scheme!r} (the default for this PE)"
             )
-        if any(p in INPUT_PES for p in parts) and needed > self.max_positions:
+        if any(s.table for s in schemes) and needed > self.max_positions:
             raise ValueError(
                 f"pe={self.pe!r} has a table of max_positions = {self.max_positions}, but the "
                 f"task's longest sequence takes {needed} position ids; set max_positions to at "
                 f"least {needed}"
             )
-
-
-# -- positional helpers ------------------------------------------------------------------------
-
-
-def sinusoid_table(positions: int, dim: int) -> torch.Tensor:
-    """Entry (p, 2i) = sin(p * 10000^(-2i/d)) and (p, 2i+1) = cos(p * 10000^(-2i/d))."""
-    p = torch.arange(positions, dtype=torch.float64)[:, None]
-    even = torch.arange(0, dim, 2, dtype=torch.float64)
-    angles = p * torch.pow(10000.0, -even / dim)
-    table = torch.zeros(positions, dim, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles[:, : dim // 2])
-    return table.float()
-
-
-def alibi_slopes(heads: int) -> torch.Tensor:
-    """Press et al.'s geometric slopes; for a head count that is not a power of two, the slopes of
-    the next lower power plus every other slope of twice that power."""
-    closest = 2 ** math.floor(math.log2(heads))
-    slopes = [2 ** (-8 * (i + 1) / closest) for i in range(closest)]
-    slopes += [2 ** (-4 * (2 * i + 1) / closest) for i in range(heads - closest)]
-    return torch.tensor(slopes)
-
-
-def t5_buckets(distance: torch.Tensor) -> torch.Tensor:
-    """T5's causal buckets: one per distance below 16, then log-spaced; the last bucket (31)
-    holds every distance from 113 on, as in T5 with max distance 128."""
-    exact = T5_BUCKETS // 2
-    log_ratio = torch.log(distance.float().clamp(min=1) / exact) / math.log(T5_MAX_DISTANCE / exact)
-    far = (exact + (log_ratio * (T5_BUCKETS - exact)).long()).clamp(max=T5_BUCKETS - 1)
-    return torch.where(distance < exact, distance, far)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate [B, H, T, head_dim] in float32 (angles of long sequences need the precision)."""
-    x32 = x.float()
-    return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
 
 
 # -- attention -----------------------------------------------------------------------------------
@@ -214,7 +155,7 @@ class AttentionContext:
     allowed: torch.Tensor  # bool [B, 1, T, T]: query may attend to key; never an empty row
     empty: torch.Tensor  # bool [B, 1, T, 1]: queries that really have no key (output zero)
     bias: torch.Tensor | None  # float [B, H, T, T], added to the scaled logits (alibi, t5)
-    rope: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin [B, 1, T, head_dim]
+    rotation: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin [B, 1, T, head_dim] (rope)
     plain_causal: bool  # the mask is exactly causal: SDPA may use its fused causal path
 
 
@@ -261,8 +202,8 @@ class CausalSelfAttention(nn.Module):
             t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
             for t in self.c_attn(x).split(C, dim=2)
         )
-        if ctx.rope is not None:
-            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        if ctx.rotation is not None:
+            q, k = apply_rope(q, *ctx.rotation), apply_rope(k, *ctx.rotation)
         if self.explicit or record is not None:
             y, scores, probs = explicit_attention(q, k, v, ctx, self.scale)
             if record is not None:
@@ -311,23 +252,15 @@ class Transformer(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        parts = config.pe_parts
+        self.schemes = config.position_schemes
         d = config.hidden
         # the task's frozen tokens (a ``<null>`` row) are held fixed by the trainer
-        self.tok_emb = nn.Embedding(config.vocab_size, d - 1 if "spe" in parts else d)
-        if "ape" in parts:
-            self.pos_emb = nn.Embedding(config.max_positions, d)
-        if "sine" in parts:
-            self.register_buffer(
-                "sine_table", sinusoid_table(config.max_positions, d), persistent=False
-            )
-        if "rope" in parts:
-            inv_freq = ROPE_BASE ** (-torch.arange(0, config.head_dim, 2) / config.head_dim)
-            self.register_buffer("rope_inv_freq", inv_freq.float(), persistent=False)
-        if "alibi" in parts:
-            self.register_buffer("alibi_slopes", alibi_slopes(config.heads), persistent=False)
-        if "t5" in parts:
-            self.relative_bias = nn.Embedding(T5_BUCKETS, config.heads)
+        channels = d - sum(s.input_channels for s in self.schemes)
+        self.tok_emb = nn.Embedding(config.vocab_size, channels)
+        # After the token embedding and before the blocks, in registry order: the order in
+        # which parameters draw from the RNG and in which the global init visits them.
+        for scheme in self.schemes:
+            scheme.build(self)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.layers))
         self.ln_f = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.head = nn.Linear(d, config.vocab_size, bias=False)
@@ -348,14 +281,8 @@ class Transformer(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, std=INIT_STD / math.sqrt(2 * self.config.layers))
-        # After the global init, so that the sine start survives (the original lost it).
-        if self.config.ape_init == "sine":
-            with torch.no_grad():
-                self.pos_emb.weight.copy_(
-                    sinusoid_table(self.config.max_positions, self.config.hidden)
-                )
-        if self.config.ape_frozen:
-            self.pos_emb.weight.requires_grad_(False)
+        for scheme in self.schemes:
+            scheme.init_weights(self)
 
     def token_embedding(self) -> nn.Embedding:
         """The token lookup table (the trainer freezes rows of it)."""
@@ -402,11 +329,11 @@ class Transformer(nn.Module):
     def _check_positions(
         self, input_ids: torch.Tensor, position_ids: torch.Tensor | None
     ) -> torch.Tensor:
-        parts = self.config.pe_parts
+        floats = any(s.float_positions for s in self.schemes)
         if position_ids is None:
-            if "spe" in parts:
+            if floats:
                 raise ValueError(
-                    "pe='spe' needs float position values from the batch "
+                    f"pe={self.config.pe!r} needs float position values from the batch "
                     "(position scheme 'scalar_shift' or 'zooming')"
                 )
             T = input_ids.shape[1]
@@ -416,16 +343,16 @@ class Transformer(nn.Module):
                 f"position_ids shape {tuple(position_ids.shape)} != input_ids shape "
                 f"{tuple(input_ids.shape)}"
             )
-        if parts == ("nope",):
+        if not any(s.reads_positions for s in self.schemes):
             return position_ids
-        if ("spe" in parts) != position_ids.is_floating_point():
-            wanted = "float position values" if "spe" in parts else "integer position ids"
+        if floats != position_ids.is_floating_point():
+            wanted = "float position values" if floats else "integer position ids"
             raise ValueError(
                 f"pe={self.config.pe!r} needs {wanted}, got {position_ids.dtype}; check the "
                 f"batch position scheme (default for this PE: "
                 f"{self.config.default_position_scheme!r})"
             )
-        if any(p in INPUT_PES for p in parts) and position_ids.numel():
+        if any(s.table for s in self.schemes) and position_ids.numel():
             low, high = int(position_ids.min()), int(position_ids.max())
             if low < 0 or high >= self.config.max_positions:
                 raise ValueError(
@@ -436,15 +363,10 @@ class Transformer(nn.Module):
         return position_ids
 
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Input vectors [B, T, d]: token embedding plus the additive positional signal."""
-        parts = self.config.pe_parts
+        """Input vectors [B, T, d]: token embedding plus the input schemes' positional signal."""
         h = self.tok_emb(input_ids)
-        if "spe" in parts:
-            return torch.cat((h, position_ids[..., None].to(h.dtype)), dim=-1)
-        if "ape" in parts:
-            h = h + self.pos_emb(position_ids)
-        if "sine" in parts:
-            h = h * math.sqrt(self.config.hidden) + self.sine_table[position_ids]
+        for scheme in self.schemes:
+            h = scheme.embed(self, h, position_ids)
         return h
 
     def _context(
@@ -465,24 +387,17 @@ class Transformer(nn.Module):
         # A key for queries that have none keeps the softmax finite; their output is zeroed.
         allowed = allowed | (eye & empty)
 
-        parts = self.config.pe_parts
-        bias = None
-        if "alibi" in parts or "t5" in parts:
-            # Ids never decrease along a sequence, so the clamp only touches masked pairs.
-            distance = (position_ids[:, :, None] - position_ids[:, None, :]).clamp(min=0)
-            if "alibi" in parts:
-                bias = -self.alibi_slopes[:, None, None] * distance[:, None].float()
-            else:
-                bias = self.relative_bias(t5_buckets(distance)).permute(0, 3, 1, 2).float()
-        rope = None
-        if "rope" in parts:
-            angles = position_ids[:, None, :, None].float() * self.rope_inv_freq
-            angles = torch.cat((angles, angles), dim=-1)
-            rope = (angles.cos(), angles.sin())
+        # At most one scheme acts on attention (`parse_pe`).
+        bias: torch.Tensor | None = None
+        rotation: tuple[torch.Tensor, torch.Tensor] | None = None
+        for scheme in self.schemes:
+            if scheme.attention:
+                bias = scheme.bias(self, position_ids)
+                rotation = scheme.rotation(self, position_ids)
         return AttentionContext(
             allowed=allowed,
             empty=empty,
             bias=bias,
-            rope=rope,
+            rotation=rotation,
             plain_causal=self.config.causal and attention_mask is None and bias is None,
         )
