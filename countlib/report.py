@@ -15,28 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from countlib.book import manifest_for
+from countlib.formatting import CONFIG_COLUMNS, SUCCESS_STYLE, config_labels, generalised, percent
 from countlib.manifest import RunManifest, RunTable
+from countlib.profiles import get_profile
 from countlib.results import CHECKPOINT_RULES, aggregate, load_tally
 from countlib.tasks import get_task
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepRun
-
-SUCCESS_OOD = 0.95  # our threshold for "counts inductively"; the paper gives none
-#: Best IND at or above which a run fits its training data; below, it says nothing about OOD.
-FIT_IND = 0.95
-
-
-def generalised(ind: float, ood: float) -> bool:
-    """A success: OOD reaches `SUCCESS_OOD` on a run that fits (a run that does not fit the
-    training data is never shaded a success, whatever its OOD)."""
-    return not (pd.isna(ind) or pd.isna(ood)) and ind >= FIT_IND and ood >= SUCCESS_OOD
-
-
-#: The shading of a result that is `generalised` (inline: notebook outputs keep no CSS).
-SUCCESS_STYLE = 'style="background-color:#c8e6c9"'
-#: Run-table columns that tell configurations apart, in the order a label names them.
-CONFIG_COLUMNS = ("model", "pe", "layers", "hidden", "heads", "causal", "head_size", "lr")
 
 
 def notebook_runs(
@@ -48,8 +35,7 @@ def notebook_runs(
 ) -> list[SweepRun]:
     """The runs of ``families`` in a profile, in an explicit sweep spec, or else in ``default``
     (the notebook's own small grid). Giving both a profile and a grid is an error."""
-    from countlib.profiles import get_profile
-    from countlib.sweep import expand
+    from countlib.sweep import expand  # torch: only when runs are planned
 
     if profile and grid:
         raise ValueError("give either a profile or a grid, not both")
@@ -76,7 +62,7 @@ def run_all(
     A failed run is an error here, unlike in a sweep: a page must not quietly show fewer runs
     than it planned.
     """
-    from countlib.sweep import run_sweep
+    from countlib.sweep import run_sweep  # torch: only when runs train
 
     outcome = run_sweep(
         runs, runs_dir, executor=executor, device=device, workers=workers, log=print
@@ -124,8 +110,6 @@ def family_runs(
     notebook's ``default`` grid, trained first unless ``train`` is False."""
     if manifest is not None:
         return page_runs(runs_dir, manifest=manifest, families=families)
-    from countlib.book import manifest_for
-
     planned = notebook_runs(families, profile=profile, grid=grid, default=default)
     if train:
         run_all(planned, runs_dir, device=device, executor=executor, workers=workers)
@@ -149,9 +133,6 @@ def page_runs(
     if manifest is not None:
         chosen = RunManifest.load(manifest)
     elif profile is not None:
-        from countlib.book import manifest_for
-        from countlib.profiles import get_profile
-
         chosen = manifest_for(get_profile(profile), scale=profile, profile=profile)
     else:
         raise ValueError("a page needs the manifest of a book or a profile to read runs of")
@@ -203,11 +184,6 @@ def readable_summary(summary: pd.DataFrame) -> str:
     return f'<table class="countlib-summary">{head}{"".join(body)}</table>'
 
 
-def percent(value: float) -> str:
-    """An accuracy (a fraction) in percent with one decimal, as every page shows it."""
-    return "n/a" if pd.isna(value) else f"{100 * value:.1f}"
-
-
 def show_figure(fig) -> None:
     """Show a figure where it is made (not at the end of the cell), then release it."""
     if fig is None:
@@ -228,32 +204,6 @@ BY_LENGTH_TEXT = (
     "Token accuracy over whole OOD sequences of each length: up to which length does the model "
     "count? Lengths right of the dashed line are longer than any training sequence."
 )
-
-
-def config_labels(runs: pd.DataFrame, *, only_varying: bool = True) -> pd.Series:
-    """A short label per run: its model, PE, depth, width ... as far as they vary between the
-    runs (or all of them, with ``only_varying=False``)."""
-    present = [col for col in CONFIG_COLUMNS if col in runs]
-    varying = [col for col in present if runs[col].astype(str).nunique() > 1]
-    columns = (varying or ["model"]) if only_varying else present
-
-    def label(row: pd.Series) -> str:
-        parts = []
-        for col in columns:
-            value = row[col]
-            if pd.isna(value):
-                continue
-            if col == "layers":
-                parts.append(f"{int(value)}L")
-            elif col == "causal":
-                parts.append("causal" if value else "bidirectional")
-            elif col in ("model", "pe"):
-                parts.append(str(value))
-            else:
-                parts.append(f"{col}={value:g}" if isinstance(value, float) else f"{col}={value}")
-        return " ".join(parts)
-
-    return runs.apply(label, axis=1) if len(runs) else pd.Series([], dtype=str)
 
 
 def summary_table(

@@ -14,20 +14,25 @@ points of it; more seeds can only widen the range. It compares OOD only, and a p
 another scale (seeds, steps, width) is expected to differ: a cell out of range is a difference to
 report, not an error. `agreement` counts the cells of a table that agree; `render_html` states
 the count under the table.
+
+The Findings page shows the claims (`countlib.claims`) judged on these cells: `findings_html`,
+`verdict_matrix_html` and `own_findings_html` render the verdicts.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from countlib.claims import FAILS, HOLDS, UNDECIDED, Finding
+from countlib.formatting import FIT_IND, SUCCESS_STYLE, config_labels, generalised, percent
 from countlib.paper import PAPER_TABLES, TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
-from countlib.report import FIT_IND, SUCCESS_STYLE, config_labels, generalised, percent
 from countlib.results import aggregate
 from countlib.train.records import precision_name
 
@@ -253,3 +258,111 @@ def provenance_html(runs: pd.DataFrame) -> str:
         rows.append(f'<tr id="{html.escape(run["run"])}">{tds}</tr>')
     head = "".join(f"<th>{c}</th>" for c in columns)
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p>No runs.</p>"
+
+
+# -- the claims' verdicts (the Findings page) ---------------------------------------------------
+
+#: What a page says of countlib's own claims before showing them (HTML).
+OWN_CLAIMS_TEXT = (
+    "These are countlib's own claims, not the paper's: C1 is the paper's account (transitions "
+    "in [0, 1] cannot count modularly), C2 and C3 the fix of Grazzi et al. and its price, C4 "
+    "the nonlinear end. Each rule was fixed in <code>countlib/claims.py</code> before its runs "
+    "and reads Table H1's cells at 1 layer (best of seeds); as for the paper's claims, a run "
+    "that did not fit (best IND below 95 %) says nothing, and a claim judged at a small scale is "
+    "a finding about that scale."
+)
+
+#: The shading of each verdict (inline, as `SUCCESS_STYLE`).
+VERDICT_STYLE = {HOLDS: "#c8e6c9", FAILS: "#ffcdd2", UNDECIDED: "#eeeeee"}
+
+
+#: The profiles from small to large: where a book's own profile was meant to decide a claim and
+#: did not, the next one may.
+SCALES = ("smoke", "laptop", "paper-lite", "paper")
+
+
+def _next_scale(meant: str, current: str | None) -> str:
+    """The profile to point an undecided claim to: the one meant to decide it, or, where that is
+    this book's own (its runs did not settle the claim), the next larger."""
+    if current in SCALES and meant in SCALES and SCALES.index(meant) <= SCALES.index(current):
+        return SCALES[min(SCALES.index(current) + 1, len(SCALES) - 1)]
+    return meant
+
+
+def findings_html(
+    findings: Iterable[Finding],
+    decided_by: Mapping[str, str] | None = None,
+    profile: str | None = None,
+) -> str:
+    """The Findings table: each claim, its verdict, its rule and the cells it was judged on.
+
+    ``decided_by`` names, per claim key (`Claim.key`), the smallest profile that trains the
+    claim's cells at a scale meant to decide it (`countlib.profiles.deciding_profiles`); an
+    undecided claim points to it, or past it where it is the book's own ``profile``.
+    """
+    findings = list(findings)
+    decided_by = decided_by or {}
+    counts = {v: sum(f.verdict == v for f in findings) for v in (HOLDS, FAILS, UNDECIDED)}
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+    rows = []
+    for finding in findings:
+        claim, verdict = finding.claim, finding.verdict
+        links = ", ".join(
+            f'<a href="table_{key}.html">Table {html.escape(key)}</a>' for key in claim.tables
+        )
+        scale = _next_scale(decided_by.get(claim.key, "paper"), profile)
+        decide = f" Decidable with <code>--profile {scale}</code>." if (
+            verdict == UNDECIDED
+        ) else ""  # fmt: skip
+        evidence = "".join(f"<li>{html.escape(line)}</li>" for line in finding.outcome.evidence)
+        rows.append(
+            f'<tr id="claim-{claim.key.replace(" ", "-")}"><td>{html.escape(claim.key)}</td>'
+            f"<td>{html.escape(claim.statement)}<br><small>Rule: {html.escape(claim.rule)}; "
+            f"cells of {links}.{decide}</small>"
+            f"<details><summary>evidence</summary><ul>{evidence}</ul></details></td>"
+            f'<td class="cl-verdict" style="background-color:{VERDICT_STYLE[verdict]}">'
+            f"<b>{verdict}</b></td></tr>"
+        )
+    head = "<tr><th>claim</th><th>statement, rule and evidence</th><th>verdict</th></tr>"
+    table = f'<table class="countlib-findings">{head}{"".join(rows)}</table>'
+    return f"<p><b>{len(findings)} claims: {summary}.</b></p>{table}"
+
+
+def verdict_matrix_html(findings: Iterable[Finding]) -> str:
+    """The verdicts of claims made per family (`Claim.part`) as one row per family and one column
+    per claim number, each linked to its row of the Findings table."""
+    findings = [f for f in findings if f.claim.part]
+    numbers = list(dict.fromkeys(str(f.claim.number) for f in findings))
+    families = list(dict.fromkeys(f.claim.part for f in findings))
+    by_cell = {(f.claim.part, str(f.claim.number)): f for f in findings}
+    head = "".join(f"<th>claim {html.escape(n)}</th>" for n in numbers)
+    rows = []
+    for family in families:
+        tds = []
+        for number in numbers:
+            found = by_cell.get((family, number))
+            if found is None:
+                tds.append('<td class="cl-none">-</td>')
+                continue
+            anchor = f"claim-{found.claim.key.replace(' ', '-')}"
+            style = VERDICT_STYLE[found.verdict]
+            tds.append(
+                f'<td style="background-color:{style}"><a href="#{anchor}" '
+                f'title="{html.escape(found.claim.statement)}">{found.verdict}</a></td>'
+            )
+        rows.append(f"<tr><th>{html.escape(family)}</th>{''.join(tds)}</tr>")
+    return f'<table class="countlib-verdicts"><tr><th>family</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def own_findings_html(
+    findings: Iterable[Finding],
+    decided_by: Mapping[str, str] | None = None,
+    profile: str | None = None,
+) -> str:
+    """countlib's own claims as every page shows them: what they are, the verdict per family,
+    then the claims with their evidence (`findings_html`)."""
+    findings = list(findings)
+    return (
+        f"<p>{OWN_CLAIMS_TEXT}</p>{verdict_matrix_html(findings)}"
+        f"{findings_html(findings, decided_by, profile)}"
+    )

@@ -77,7 +77,7 @@ def test_the_hypothesis_claims_follow_their_rules():
     assert c2.judge({refs[0]: cell(1.0, 0.97)}).verdict == UNDECIDED  # one cell missing
     # a per-family matrix shows each family once, linked to its claims
     found = claims.judge_all({}, claims.OWN_CLAIMS)
-    matrix = claims.verdict_matrix_html(found)
+    matrix = tables.verdict_matrix_html(found)
     assert matrix.count("<tr>") == 1 + 7  # header, 4 option families, minGRU, minLSTM, sLSTM
     assert 'href="#claim-C4-sLSTM"' in matrix and "claim C3" in matrix
 
@@ -159,7 +159,7 @@ def test_needed_tables_are_real_tables():
 def test_an_undecided_claim_points_past_the_book_that_was_meant_to_decide_it():
     finding = claims.Finding(claims.CLAIMS[2], claims.Outcome(UNDECIDED))
     meant = {finding.claim.key: "smoke"}
-    assert "--profile paper</code>" in claims.findings_html([finding], meant, profile="paper-lite")
-    assert "--profile smoke</code>" in claims.findings_html([finding], meant, profile=None)
-    assert "--profile laptop</code>" in claims.findings_html([finding], meant, profile="smoke")
-    assert "--profile paper</code>" in claims.findings_html([finding], meant, profile="paper")
+    assert "--profile paper</code>" in tables.findings_html([finding], meant, profile="paper-lite")
+    assert "--profile smoke</code>" in tables.findings_html([finding], meant, profile=None)
+    assert "--profile laptop</code>" in tables.findings_html([finding], meant, profile="smoke")
+    assert "--profile paper</code>" in tables.findings_html([finding], meant, profile="paper")

@@ -201,7 +201,16 @@ def test_reporting_imports_without_torch():
     """A page that only reads runs starts without loading torch."""
     modules = ", ".join(
         f"countlib.{name}"
-        for name in ("paper", "results", "manifest", "tables", "report", "claims", "profiles")
+        for name in (
+            "formatting",
+            "paper",
+            "results",
+            "manifest",
+            "tables",
+            "report",
+            "claims",
+            "profiles",
+        )
     )
     code = f"import sys; import {modules}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

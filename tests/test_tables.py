@@ -1,6 +1,6 @@
 import pandas as pd
 
-from countlib import tables
+from countlib import formatting, tables
 
 
 def runs_frame(rows):
@@ -91,12 +91,12 @@ def test_unfinished_runs_are_not_shown_as_numbers():
 
 
 def test_config_labels_name_what_varies():
-    labels = tables.config_labels(runs_frame(ROWS))
+    labels = formatting.config_labels(runs_frame(ROWS))
     assert list(labels) == ["rope", "rope", "rope", "nope"]
     mixed = runs_frame([ROWS[0], ROWS[3] | {"layers": 2, "causal": False}])
     mixed.loc[0, "causal"] = True
-    assert list(tables.config_labels(mixed)) == ["rope 1L causal", "nope 2L bidirectional"]
-    assert list(tables.config_labels(runs_frame(ROWS[:1]))) == ["transformer"]
+    assert list(formatting.config_labels(mixed)) == ["rope 1L causal", "nope 2L bidirectional"]
+    assert list(formatting.config_labels(runs_frame(ROWS[:1]))) == ["transformer"]
 
 
 def test_tables_are_found_by_their_printed_number():

@@ -15,7 +15,7 @@ qualitative figures, judged on numbers of the analysis tools by rules fixed here
   move under it.
 
 Verdicts as in `countlib.claims`: a run whose analysed checkpoint did not fit (IND <
-`countlib.report.FIT_IND`) says nothing and leaves its claim undecided, as do missing runs.
+`countlib.formatting.FIT_IND`) says nothing and leaves its claim undecided, as do missing runs.
 Judging numbers is torch-free; measuring them (`judge_analysis_claims`) loads the models.
 """
 
@@ -29,7 +29,7 @@ from statistics import mean
 from typing import Any
 
 from countlib.claims import FAILS, HOLDS, UNDECIDED, Outcome, combine_all
-from countlib.report import FIT_IND, percent
+from countlib.formatting import FIT_IND, percent
 from countlib.results import ANALYSED_CHECKPOINT
 
 #: Claim 16: OOD probe accuracy (count mod 10, chance 10 %) at or above which a model clusters,

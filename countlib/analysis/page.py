@@ -11,6 +11,7 @@ import pandas as pd
 
 from countlib.analysis.claims import AnalysisFinding, judge_analysis_claims
 from countlib.results import ANALYSED_CHECKPOINT
+from countlib.tables import VERDICT_STYLE
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,6 @@ def judge_page(
 
 def findings_html(findings: Sequence[AnalysisFinding]) -> str:
     """The claims as a table: number, statement, rule, evidence, verdict."""
-    from countlib.claims import VERDICT_STYLE
-
     rows = []
     for finding in findings:
         claim = finding.claim

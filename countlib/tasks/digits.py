@@ -49,11 +49,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from countlib.paper import RECURRENT_TASKS
-
 # The wrapped families register their tasks on import; `countlib.tasks` imports this module
-# before some of them (its import list is sorted), so import them here.
-from countlib.tasks import counting, mixtures, modular, selective  # noqa: F401
+# before some of them (its import list is sorted), so import them here: as modules of their
+# own, not from the package `countlib.tasks`, which imports this one (no cycle).
+import countlib.tasks.counting  # noqa: F401
+import countlib.tasks.mixtures  # noqa: F401
+import countlib.tasks.modular  # noqa: F401
+import countlib.tasks.selective  # noqa: F401
+from countlib.paper import RECURRENT_TASKS
 from countlib.tasks.base import UNSUPERVISED, DataError, Example, SplitInfo, Task, real_length
 from countlib.tasks.counting import as_number, largest_number
 from countlib.tasks.registry import get_task, register

@@ -1,0 +1,209 @@
+"""Sweep specs: a grid of runs expanded to run configs (`expand`), and runs chosen from it
+(`select`). The spec format is `countlib.sweep`'s.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from countlib.config import EvalConfig, OptimConfig, RunConfig, read_yaml
+from countlib.paper import get_table
+from countlib.tasks import get_task
+
+META_KEYS = ("name", "description", "grid")
+TAG_KEYS = ("table", "family")
+RUN_KEYS = ("task", "model", "seed", "data_seed", "aux_share", "position_scheme", "precision")
+OPTIM_KEYS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "betas",
+    "grad_clip",
+    "l2wrap",
+)
+#: Spec key -> EvalConfig field.
+EVAL_KEYS = {
+    "eval_every": "every",
+    "eval_batch_size": "batch_size",
+    "shift_samples": "shift_samples",
+    "keep_weights": "keep_weights",
+}
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot be expanded; the message names the grid entry."""
+
+
+@dataclass
+class SweepRun:
+    """One expanded run with the tags of every grid entry that produced it."""
+
+    config: RunConfig
+    tables: tuple[str, ...] = ()
+    family: str = ""
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.family = self.family or self.config.model
+        # the name embeds the config hash, which resolves the config: compute it once
+        self.name = self.config.run_name()
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    spec = read_yaml(path)  # a syntax error names the file and line
+    if not isinstance(spec, dict):
+        raise SpecError(f"{path}: a sweep spec must be a mapping with a 'grid' list")
+    return spec
+
+
+def expand(spec: Mapping[str, Any]) -> list[SweepRun]:
+    """Every run of ``spec``, duplicates merged, ordered seed by seed.
+
+    Seed-major order means that a sweep cut short has covered the whole grid once before it
+    starts on the next seed.
+    """
+    grid = spec.get("grid")
+    if not isinstance(grid, list) or not grid:
+        raise SpecError(f"spec {spec.get('name', '?')!r} needs a non-empty 'grid' list")
+    defaults = _normalise({k: v for k, v in spec.items() if k not in META_KEYS})
+    merged: dict[str, SweepRun] = {}
+    for index, entry in enumerate(grid):
+        if not isinstance(entry, Mapping):
+            raise SpecError(f"grid entry {index}: expected a mapping, got {entry!r}")
+        for run in _expand_entry(index, {**defaults, **_normalise(entry)}):
+            if run.name in merged:
+                known = merged[run.name]
+                known.tables += tuple(t for t in run.tables if t not in known.tables)
+                # outside the hash: one entry that keeps each evaluation's weights is enough
+                known.config.eval.keep_weights |= run.config.eval.keep_weights
+            else:
+                merged[run.name] = run
+    seed_order: dict[int, int] = {}
+    for run in merged.values():
+        seed_order.setdefault(run.config.seed, len(seed_order))
+    return sorted(merged.values(), key=lambda run: seed_order[run.config.seed])
+
+
+def _normalise(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {("seed" if key == "seeds" else key): value for key, value in entry.items()}
+
+
+def _expand_entry(index: int, entry: dict[str, Any]) -> list[SweepRun]:
+    tags = {key: entry.pop(key) for key in TAG_KEYS if key in entry}
+    where = f"grid entry {index}" + (f" (table {tags['table']})" if "table" in tags else "")
+    for key, value in tags.items():
+        if not isinstance(value, str | int):
+            raise SpecError(f"{where}: tag {key!r} must be a single value, got {value!r}")
+    missing = [key for key in ("task", "model") if key not in entry]
+    if missing:
+        raise SpecError(f"{where}: missing {' and '.join(missing)}")
+    keys = list(entry)
+    choices = [_choices(key, value) for key, value in entry.items()]
+    runs = []
+    for values in itertools.product(*choices):
+        flat = dict(zip(keys, values, strict=True))
+        try:
+            config = _run_config(flat)
+            table = (str(tags["table"]),) if "table" in tags else ()
+            runs.append(SweepRun(config, table, str(tags.get("family", ""))))
+        except (TypeError, ValueError, KeyError) as err:
+            varying = {k: v for k, v, c in zip(keys, values, choices, strict=True) if len(c) > 1}
+            detail = f", run {varying}" if varying else ""
+            raise SpecError(f"{where}{detail}: {err}") from err
+    return runs
+
+
+#: Keys whose single value is itself a list: ``betas: [0.9, 0.99]`` is one pair; a list of pairs
+#: (``[[0.9, 0.99], [0.9, 0.999]]``) sweeps.
+PAIR_KEYS = ("betas",)
+
+
+def _choices(key: str, value: Any) -> list[Any]:
+    """The values a grid key takes: a list expands, anything else is one value."""
+    if not isinstance(value, list | tuple):
+        return [value]
+    one_pair = key in PAIR_KEYS and not any(isinstance(v, list | tuple) for v in value)
+    return [value] if one_pair else list(value)
+
+
+def _run_config(flat: Mapping[str, Any]) -> RunConfig:
+    run: dict[str, Any] = {}
+    optim: dict[str, Any] = {}
+    evaluation: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in RUN_KEYS:
+            run[key] = value
+        elif key in OPTIM_KEYS:
+            optim[key] = value
+        elif key in EVAL_KEYS:
+            evaluation[EVAL_KEYS[key]] = value
+        else:
+            options[key] = value
+    return RunConfig(
+        **run, model_options=options, optim=OptimConfig(**optim), eval=EvalConfig(**evaluation)
+    )
+
+
+def select(
+    runs: Iterable[SweepRun],
+    *,
+    tasks: Sequence[str] = (),
+    families: Sequence[str] = (),
+    tables: Sequence[str] = (),
+) -> list[SweepRun]:
+    """The runs matching every given filter (any value within a filter).
+
+    Tasks match by any of their names; tables A2 and A3 select the runs of Tables 2 and A1,
+    which they report under another rule. A value that matches no run is an error, so that a
+    typo never silently selects nothing.
+    """
+    runs = list(runs)
+    wanted_tasks = {get_task(t).name for t in tasks}
+    wanted_tables = {_runs_of(t) for t in map(str, tables)}
+    _check_known("task", wanted_tasks, {r.config.task for r in runs}, lambda t: get_task(t).name)
+    _check_known("family", set(families), {r.family for r in runs})
+    _check_known("table", wanted_tables, {t.upper() for r in runs for t in r.tables})
+    return [
+        run
+        for run in runs
+        if (not tasks or get_task(run.config.task).name in wanted_tasks)
+        and (not families or run.family in families)
+        and (not tables or wanted_tables & {t.upper() for t in run.tables})
+    ]
+
+
+def _runs_of(table: str) -> str:
+    """The table whose runs ``table`` reports (A2 reports Table 2's); unknown names stay as they
+    are, so that a spec's own table tags select too."""
+    try:
+        return get_table(table).runs_of
+    except ValueError:
+        return table.upper()
+
+
+def _check_known(
+    kind: str, wanted: set[str], present: set[str], canonical: Callable[[str], str] = str
+) -> None:
+    known = {canonical(value) for value in present}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(f"no run has {kind} {', '.join(unknown)}; present: {sorted(known)}")
+
+
+def tag_table(runs: Iterable[SweepRun]) -> pd.DataFrame:
+    """One row per (run, table) tag; join with `countlib.results.load_runs` on ``run``."""
+    rows = [
+        {"run": run.name, "table": table, "family": run.family}
+        for run in runs
+        for table in run.tables or ("",)
+    ]
+    return pd.DataFrame(rows, columns=["run", "table", "family"])
