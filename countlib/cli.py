@@ -267,6 +267,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     if args.step_times and not args.dry_run:
         raise ValueError("--step-times is for the --dry-run estimate; add --dry-run")
+    if args.why:
+        if not args.dry_run or args.spec:
+            raise ValueError("--why explains a profile's runs: use it with --profile and --dry-run")
+        from countlib.profiles import explain, format_why, why_summary
+
+        explained = explain(args.profile, [run.name for run in runs])
+        print(format_why(explained))
+        print(why_summary(explained))
+        return 0
     if args.dry_run:
         step_times = load_step_times(args.step_times) if args.step_times else None
         print(format_plan(runs, args.runs_dir, step_times))
@@ -458,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         "pays on a GPU, not on CPU (benchmarks/train_throughput.py); default 1, none",
     )
     sw.add_argument("--dry-run", action="store_true", help="list the runs and GPU-hours only")
+    sw.add_argument(
+        "--why",
+        action="store_true",
+        help="with --dry-run and --profile: for each run, the claims it serves (or the table it "
+        "fills as a structural check) and the selection result its settings come from",
+    )
     sw.add_argument(
         "--step-times",
         metavar="FILE.json",

@@ -56,12 +56,21 @@ lists, as `Deciding` objects, the claims of `countlib.claims` it trains for and 
 their cells (width, lr, budget, seeds); `claim_grid` trains every cell those claims read (controls
 included, every depth) with them, and every other table cell once, tiny (1 layer, A8's 4; width
 32; 100 steps at lr 1e-3; one seed), so that every table layout is filled and every family runs.
+Where several `Deciding` objects cover one configuration, the *first* in the profile's tuple wins
+(`first_covering`): a narrower one is listed before the broader one it refines.
+
 The settings were chosen on in-distribution accuracy only, never OOD and never a verdict, by the
 rule of ``experiments/choose_lr.py`` (the lowest lr whose best IND reaches 95 %, else the highest
 IND; the budget is the evaluation at which it first fitted); the candidates and results are in
-``experiments/smoke_selection*.md`` and ``experiments/claims_selection*.md``, and each `Deciding`
-below says which result it uses. A claim whose runs still do not fit stays *undecided* in the
-book, which names the profile meant to decide it (`deciding_profiles`).
+``experiments/smoke_selection*.md``, ``experiments/claims_selection.md`` and
+``experiments/hypothesis_selection.md``. The chosen lr, width and budget of every configuration a
+profile uses are data, ``experiments/chosen_settings.yaml`` (`countlib.selections`), each entry
+naming its record and round, and ``choose_lr.py --write`` updates them from the selection runs;
+each `Deciding` holds the entries it reads (``sources``) and says how its settings follow from
+them (``how``, `Deciding.why`). `explain` (``countlib sweep --profile NAME --dry-run --why``, and
+the provenance page) says of every run which claims it serves, or which table it fills as a
+structural check, and where its settings come from. A claim whose runs still do not fit stays
+*undecided* in the book, which names the profile meant to decide it (`deciding_profiles`).
 
 ``smoke`` (the README's main job) aims at seven claims a 2-core CPU can decide in minutes: 3 (NoPE
 and RoPE with BOS, Table A4, d = 32), 8 and 10 (mod 10 without BOS, Table 2: 1 layer at d = 128, 2
@@ -83,12 +92,16 @@ Wall times on the 2-core CPU, fresh clone, book included: README.md.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from countlib.claims import ALL_CLAIMS, OWN_CLAIMS, CellRef
+from countlib.families import get_family
 from countlib.paper import NEGATIVE, PAPER_SEEDS, TABLES
+from countlib.selections import Chosen, find_chosen, load_chosen, record_name
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepRun
@@ -101,7 +114,7 @@ def paper_grid() -> list[dict[str, Any]]:
 
 #: Keys of a paper-scale grid entry that the small profiles replace by their own settings.
 _SMALL_DROPS = ("lr", "weight_decay", "dropout", "warmup_steps")
-SMOKE_WIDTH, SMOKE_HEADS, SMOKE_RWKV_HEAD_SIZE = 32, 4, 16
+SMOKE_WIDTH, SMOKE_HEADS = 32, 4
 
 
 def _smaller(value: Any, cap: int) -> Any:
@@ -118,8 +131,10 @@ def shrink(entry: dict[str, Any]) -> dict[str, Any]:
     small["hidden"] = _smaller(small.get("hidden", SMOKE_WIDTH), SMOKE_WIDTH)
     if "heads" in small:
         small["heads"] = _smaller(small["heads"], SMOKE_HEADS)
-    if small["model"] == "rwkv6":  # RWKV's default head size (64) exceeds the width
-        small["head_size"] = SMOKE_RWKV_HEAD_SIZE
+    # what a family needs at such a width (RWKV's default head size, 64, exceeds it); an entry
+    # that lists several families (Table A1's) gets each one's once split (`single_configs`)
+    if isinstance(small["model"], str):
+        small |= get_family(small["model"]).narrow_options
     return small
 
 
@@ -170,37 +185,131 @@ def claim_cells(keys: Iterable[str]) -> set[CellRef]:
 @dataclass(frozen=True)
 class Deciding:
     """How a profile trains the runs of some claims: the settings (steps, lr, width, seeds ...)
-    chosen for them on in-distribution accuracy (``experiments/``), for the configurations of
-    the claims' cells that also match ``where``."""
+    chosen for them on in-distribution accuracy, for the configurations of the claims' cells
+    that also match ``where``. ``sources`` are the selection results the settings come from
+    (entries of ``experiments/chosen_settings.yaml``); ``how`` says how they follow from them
+    where the cells had no selection of their own, or several."""
 
     claims: tuple[str, ...]  # claim keys (`countlib.claims.Claim.key`)
     settings: Mapping[str, Any]
     where: Mapping[str, Any] = field(default_factory=dict)
-    why: str = ""  # the selection result the settings come from
+    sources: tuple[Chosen, ...] = ()
+    how: str = ""
 
     def covers(self, config: Mapping[str, Any], cells: set[CellRef]) -> bool:
         return _matches(config, self.where) and bool(cells & claim_cells(self.claims))
 
+    @property
+    def why(self) -> str:
+        """Where the settings come from, in full: ``how``, then each source's record, round,
+        configuration and outcome."""
+        by_record: dict[str, list[str]] = {}
+        for source in self.sources:
+            by_record.setdefault(source.source, []).append(f"{source.label}: {source.outcome}")
+        cited = "; ".join(f"{record}: {', '.join(s)}" for record, s in by_record.items())
+        return f"{self.how} ({cited})" if self.how else cited
 
-def claim_grid(deciding: Iterable[Deciding]) -> list[dict[str, Any]]:
-    """The paper's grid at small scale: each configuration that fills a cell of a deciding
-    claim, at every depth, with the settings of the first `Deciding` that covers it; every other
-    table cell once, at its first depth, `shrink`-ed (so that every table layout is filled and
-    every family runs); the rest left out."""
-    deciding = list(deciding)
+    @property
+    def why_short(self) -> str:
+        """`why` in one readable line: the settings, ``how``, and each record and round with its
+        one configuration and outcome, or how many configurations it gave."""
+        shown = {"lr": "lr", "steps": "steps", "hidden": "width", "seeds": "seeds"}
+        values = [
+            f"{name} {len(v) if key == 'seeds' else v}"
+            for key, name in shown.items()
+            if (v := self.settings.get(key)) is not None
+        ]
+        by_record: dict[str, list[Chosen]] = {}
+        for source in self.sources:
+            by_record.setdefault(source.source, []).append(source)
+        cited = [
+            f"{record}: {group[0].label} ({group[0].outcome})"
+            if len(group) == 1
+            else f"{record}: {len(group)} configurations, {_summary(group)}"
+            for record, group in by_record.items()
+        ]
+        how = f"{self.how}; " if self.how else ""
+        return f"{', '.join(values)}: {how}{'; '.join(cited)}"
+
+
+def _summary(sources: list[Chosen]) -> str:
+    """Several configurations in one label, each varying value once: ``mod10 s4 layers=1/2/4
+    hidden=32``."""
+
+    def once(values: Iterable[Any]) -> str:
+        return "/".join(dict.fromkeys(str(v) for v in values))
+
+    keys = dict.fromkeys(key for s in sources for key in s.config)
+    options = " ".join(
+        f"{k}={once(s.config.get(k, '-') for s in sources)}" for k in keys if k != "model"
+    )
+    return f"{once(s.task for s in sources)} {once(s.config['model'] for s in sources)} {options}"
+
+
+def first_covering(
+    deciding: Iterable[Deciding], config: Mapping[str, Any], cells: set[CellRef]
+) -> Deciding | None:
+    """The `Deciding` whose settings a configuration trains with: the *first* in ``deciding``
+    that covers it, or None (the configuration is a filler).
+
+    First match wins, so the order of a profile's tuple is part of its definition: a narrower
+    `Deciding` comes before the broader one it refines (APE at 2 layers before every 2-layer
+    Transformer of claims 8 and 10; the RNN on Selective + mod 4 before the RNN's other tasks),
+    and a later one never changes a configuration an earlier one covers."""
+    return next((d for d in deciding if d.covers(config, cells)), None)
+
+
+def shadowed(deciding: Sequence[Deciding]) -> list[tuple[dict[str, Any], Deciding, Deciding]]:
+    """Where the order of ``deciding`` decides: each paper-scale configuration covered by two
+    `Deciding` objects with different settings, with the one that wins (the first) and the one
+    it overrides."""
+    found = []
+    for _, config, cells in _paper_configs():
+        covering = [d for d in deciding if d.covers(config, cells)]
+        found += [
+            (config, covering[0], d) for d in covering[1:] if d.settings != covering[0].settings
+        ]
+    return found
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One grid entry of a claim-deciding profile and why it is there."""
+
+    entry: dict[str, Any]  # as trained: `shrink`-ed, with the settings of ``rule``
+    cells: frozenset[CellRef]  # the table cells it fills
+    rule: Deciding | None  # whose settings it trains with; None: a filler
+
+
+def _paper_configs() -> list[tuple[dict[str, Any], dict[str, Any], set[CellRef]]]:
+    """Each configuration of the paper's grid, with its grid entry and the cells it fills (a
+    configuration in several tables' grids fills the cells of all of them)."""
     entries = [(entry, config) for entry in paper_grid() for config in single_configs(entry)]
     tables_of: dict[tuple, set[str]] = {}
     for _, config in entries:
         tables_of.setdefault(_identity(config), set()).add(config["table"])
-    grid = []
-    for entry, config in entries:
-        cells = cells_fed(config, tables_of[_identity(config)])
-        rule = next((d for d in deciding if d.covers(config, cells)), None)
+    return [(e, c, cells_fed(c, tables_of[_identity(c)])) for e, c in entries]
+
+
+def claim_plan(deciding: Iterable[Deciding]) -> list[Planned]:
+    """The paper's grid at small scale: each configuration that fills a cell of a deciding
+    claim, at every depth, with the settings of `first_covering`; every other table cell once,
+    at its first depth, `shrink`-ed (so that every table layout is filled and every family
+    runs); the rest left out."""
+    deciding = list(deciding)
+    plan = []
+    for entry, config, cells in _paper_configs():
+        rule = first_covering(deciding, config, cells)
         if rule is not None:
-            grid.append({**shrink(config), **rule.settings})
+            plan.append(Planned({**shrink(config), **rule.settings}, frozenset(cells), rule))
         elif not isinstance(entry.get("layers"), list) or config["layers"] == entry["layers"][0]:
-            grid.append(shrink(config))
-    return grid
+            plan.append(Planned(shrink(config), frozenset(cells), None))
+    return plan
+
+
+def claim_grid(deciding: Iterable[Deciding]) -> list[dict[str, Any]]:
+    """The grid entries of `claim_plan`."""
+    return [planned.entry for planned in claim_plan(deciding)]
 
 
 def decided_claims(deciding: Iterable[Deciding]) -> set[str]:
@@ -242,115 +351,228 @@ def _claims_profile(name: str, description: str, deciding: tuple[Deciding, ...])
     }
 
 
-def _transformer(layers: int, hidden: int, lr: float, steps: int, **where: Any) -> dict:
-    """Settings of the Table 2 cells at one depth (4 heads, 100 warmup steps, 3 evaluations)."""
-    settings = {"hidden": hidden, "heads": 4, "lr": lr, "steps": steps,
-                "eval_every": steps // 3, "warmup_steps": 100}  # fmt: skip
-    return {"settings": settings, "where": {**_TRANSFORMER, "layers": layers, **where}}
+# -- the selection results each profile trains with -----------------------------------------------
+# Every lr, width and budget below is read from experiments/chosen_settings.yaml (`CHOSEN`),
+# named by its record and configuration; what stays in code is which claims and cells each
+# result serves, and the profile's own conventions (evaluation intervals, warmup, seeds).
+
+#: The selection sweeps' choices, read once: a profile is a module constant.
+CHOSEN: tuple[Chosen, ...] = tuple(load_chosen())
+_CLAIMS_SELECTION, _SMOKE_SELECTION_2 = "claims_selection", "smoke_selection_2"
+_HYPOTHESIS_SELECTION = "hypothesis_selection"
+
+
+def _chosen(record: str, task: str, **config: Any) -> Chosen:
+    """The one entry of ``record`` (``experiments/<record>.md``) for ``task`` and ``config``."""
+    return find_chosen(CHOSEN, record, task, **config)
+
+
+def _common(sources: Iterable[Chosen], key: str) -> Any:
+    """The value of ``key`` (``"lr"`` or an option of ``config``) that ``sources`` share: one
+    `Deciding` trains them all alike, so a selection that chose differently must be split."""
+    values = {s.lr if key == "lr" else s.config[key] for s in sources}
+    if len(values) != 1:
+        raise ValueError(f"the sources of one Deciding chose different {key}: {sorted(values)}")
+    return values.pop()
+
+
+def _budget(sources: Iterable[Chosen]) -> int:
+    """The longest budget of ``sources``: every cell of a shared setting gets to fit."""
+    return max(s.budget_steps for s in sources)
+
+
+def _transformer(source: Chosen, **where: Any) -> dict[str, Any]:
+    """A Table 2 depth at one selection result's width, heads, lr and budget (100 warmup
+    steps, 3 evaluations), for the Transformers at that depth that also match ``where``."""
+    steps = source.budget_steps
+    settings = {"hidden": source.config["hidden"], "heads": source.config["heads"],
+                "lr": source.lr, "steps": steps, "eval_every": steps // 3,
+                "warmup_steps": 100}  # fmt: skip
+    where = {**_TRANSFORMER, "layers": source.config["layers"], **where}
+    return {"settings": settings, "where": where, "sources": (source,)}
+
+
+def _mod10(layers: int, hidden: int = 32, pe: str = "sine") -> Chosen:
+    return _chosen(
+        _CLAIMS_SELECTION, "mod10", model="transformer", pe=pe, layers=layers, hidden=hidden
+    )
 
 
 #: Mod 10 without BOS (claims 8 and 10): SinePE, the control of claim 10, fits at 1 layer only
-#: at d = 128 (d = 32 and 64 did not within 1,500 and 3,000 steps), at 2 layers with lr 3e-3
-#: and at 4 with lr 1e-3 (experiments/claims_selection.md). NoPE and RoPE, which claim 10 says
-#: cannot fit, train with the lr of their row's control; APE (claim 8) with its own best-IND lr.
-_MOD10_SETTINGS = {1: (128, 3e-3, 3000), 2: (32, 3e-3, 1500), 4: (32, 1e-3, 1500)}
+#: at d = 128 (d = 32 and 64 did not within 1,500 and 3,000 steps), and at 2 and 4 layers at
+#: d = 32. NoPE and RoPE, which claim 10 says cannot fit, train with their row's control's
+#: settings; APE (claim 8) at 2 layers with its own best-IND lr.
+_MOD10_CHOSEN = {1: _mod10(1, hidden=128), 2: _mod10(2), 4: _mod10(4)}
 _MOD10 = (
-    Deciding(("8", "10"), **_transformer(2, 32, 1e-3, 1500, pe="ape")),
-    *(Deciding(("8", "10"), **_transformer(n, *s)) for n, s in _MOD10_SETTINGS.items()),
+    Deciding(
+        ("8", "10"),
+        **_transformer(_mod10(2, pe="ape"), pe="ape"),
+        how="APE at 2 layers, its own selection",
+    ),
+    *(
+        Deciding(("8", "10"), **_transformer(s), how="SinePE's, the row's control")
+        for s in _MOD10_CHOSEN.values()
+    ),
 )
-#: Table A6 at d = 4 (claim 15): NoPE with the causal mask fits on one of three seeds within
-#: 2,500 steps at lr 3e-3 (round 2 chose the lr); a cell is the best of its seeds.
+#: Table A6 at d = 4 (claim 15): NoPE with the causal mask fits on one of three seeds (round 2
+#: chose the lr); a cell is the best of its seeds, so three seeds train.
+_HETEROGENEOUS_CHOSEN = _chosen(_CLAIMS_SELECTION, "first_token_heterogeneous", pe="nope")
 _FIRST_TOKEN_HETEROGENEOUS = Deciding(
     ("15",),
-    {"lr": 3e-3, "steps": 3000, "eval_every": 500, "seeds": list(PAPER_SEEDS[:3])},
+    {
+        "lr": _HETEROGENEOUS_CHOSEN.lr,
+        "steps": _HETEROGENEOUS_CHOSEN.budget_steps,
+        "eval_every": 500,
+        "seeds": list(PAPER_SEEDS[:3]),
+    },
     where={"task": "first_token_heterogeneous"},
+    sources=(_HETEROGENEOUS_CHOSEN,),
+    how="chosen with the causal mask; without it (the claim's other column) it takes the same",
 )
 
-#: Table A4's BOS rows (claim 3) at d = 32, lr 3e-3: RoPE fits both tasks at every depth within
-#: 500 steps, the budget; NoPE fitted none within 1,500 and takes its row's budget, as on mod 10
-#: (claims_selection.md).
-_BOS = Deciding(
+
+def _shared(
+    claims: tuple[str, ...],
+    sources: tuple[Chosen, ...],
+    keys: tuple[str, ...],
+    evaluations: int,
+    how: str,
+    **where: Any,
+) -> Deciding:
+    """One setting for several selected cells: their common lr and ``keys`` (width, heads),
+    and the longest of their budgets, with ``evaluations`` evaluations in it."""
+    steps = _budget(sources)
+    settings = {**{key: _common(sources, key) for key in keys}, "lr": _common(sources, "lr"),
+                "steps": steps, "eval_every": steps // evaluations}  # fmt: skip
+    if "heads" in keys:  # a Transformer: the profiles' 100 warmup steps
+        settings["warmup_steps"] = 100
+    return Deciding(claims, settings, where=where, sources=sources, how=how)
+
+
+#: Table A4's BOS rows (claim 3) at d = 32: RoPE fits both tasks at every depth; NoPE fitted
+#: none within 1,500 steps and takes its row's settings, as on mod 10.
+_BOS = _shared(
     ("3",),
-    {"hidden": 32, "heads": 4, "lr": 3e-3, "steps": 500, "eval_every": 250, "warmup_steps": 100},
-    where=_TRANSFORMER,
+    tuple(
+        _chosen(_CLAIMS_SELECTION, task, pe="rope", layers=layers)
+        for task in ("mod10_bos", "vanilla_succession_bos")
+        for layers in (1, 2, 4)
+    ),
+    ("hidden", "heads"),
+    2,
+    "RoPE's on both BOS tasks, every depth (the latest first fit); NoPE takes them too",
+    **_TRANSFORMER,
 )
-#: S4 at width 32 fits mod 10 at every depth within 500 steps (the budget) at lr 1e-3 (and 1e-2;
-#: claims_selection.md): mod 10 is claim 24's task for S4, one per depth. Claim 21 reads S4 on
-#: the other A1 tasks, which had no selection run: they take the settings chosen on mod 10.
-_S4_SETTINGS = {"hidden": 32, "lr": 1e-3, "steps": 500, "eval_every": 250}
+#: S4 fits mod 10 at every depth: mod 10 is claim 24's task for S4, one per depth. Claim 21
+#: reads S4 on the other A1 tasks, which had no selection run: they take the same settings.
+_S4_CHOSEN = tuple(_chosen(_CLAIMS_SELECTION, "mod10", model="s4", layers=n) for n in (1, 2, 4))
 _S4 = (
-    Deciding(("24 S4",), _S4_SETTINGS, where={"model": "s4", "task": "mod10"}),
-    Deciding(("21",), _S4_SETTINGS, where={"model": "s4"}),
+    _shared(
+        ("24 S4",),
+        _S4_CHOSEN,
+        ("hidden",),
+        2,
+        "S4 on mod 10, every depth",
+        model="s4",
+        task="mod10",
+    ),
+    _shared(
+        ("21",),
+        _S4_CHOSEN,
+        ("hidden",),
+        2,
+        "chosen on mod 10: the other A1 tasks had no selection run",
+        model="s4",
+    ),
 )
 
-#: Table A1's recurrent baselines at 1 layer: width 64, lr 1e-2 fits Helper Token (+ Shifted
-#: Start), Shifted Start and mod 10 within 4,000 steps (smoke_selection_2.md); ``hard`` gives the
-#: tasks that needed width 128 (claims_selection.md).
-_RECURRENT_EASY = {"hidden": 64, "lr": 1e-2, "steps": 4000, "eval_every": 1000}
+#: Table A1's recurrent baselines at 1 layer: the width, lr and budget at which each fitted
+#: Helper Token (+ Shifted Start), Shifted Start and mod 10 (smoke_selection_2.md); ``hard``
+#: names the tasks that needed their own selection (width 128, claims_selection.md).
+_RECURRENT_EASY_TASKS = ("helper_token", "helper_token_shifted_start", "shifted_start", "mod10")
 
 
-def _recurrent(claim: str, model: str, hard: Mapping[str, Mapping[str, Any]]) -> tuple:
-    width_128 = tuple(
-        Deciding((claim,), {"hidden": 128, **settings}, where={"model": model, "task": task})
-        for task, settings in hard.items()
-    )
-    return (*width_128, Deciding((claim,), _RECURRENT_EASY, where={"model": model}))
+def _recurrent_eval(steps: int) -> int:
+    """The recurrent baselines' evaluation interval: 1,000 steps up to 4,000, else 2,000."""
+    return 1000 if steps <= 4000 else 2000
 
 
-#: The Elman RNN (claim 20): on Selective + mod 4 the best was lr 3e-3 (49 % at 6,000 steps),
-#: which does not fit: the claim stays undecided unless a fitted cell contradicts it.
-_RNN = _recurrent("20", "rnn", {"selective_mod4": {"lr": 3e-3, "steps": 6000, "eval_every": 2000}})
+def _recurrent(claim: str, model: str, hard: Iterable[str]) -> tuple[Deciding, ...]:
+    width_128 = []
+    for task in hard:
+        source = _chosen(_CLAIMS_SELECTION, task, model=model, hidden=128)
+        steps = source.budget_steps
+        settings = {"hidden": source.config["hidden"], "lr": source.lr, "steps": steps,
+                    "eval_every": _recurrent_eval(steps)}  # fmt: skip
+        where = {"model": model, "task": task}
+        width_128.append(Deciding((claim,), settings, where=where, sources=(source,)))
+    easy = tuple(_chosen(_SMOKE_SELECTION_2, t, model=model) for t in _RECURRENT_EASY_TASKS)
+    steps = _budget(easy)
+    settings = {"hidden": _common(easy, "hidden"), "lr": _common(easy, "lr"), "steps": steps,
+                "eval_every": _recurrent_eval(steps)}  # fmt: skip
+    how = "the tasks it fitted at width 64; its other A1 tasks take the same settings"
+    rest = Deciding((claim,), settings, where={"model": model}, sources=easy, how=how)
+    return (*width_128, rest)
+
+
+#: The Elman RNN (claim 20): on Selective + mod 4 its best lr does not fit, so the claim stays
+#: undecided unless a fitted cell contradicts it.
+_RNN = _recurrent("20", "rnn", ["selective_mod4"])
 SMOKE_DECIDING: tuple[Deciding, ...] = (*_MOD10, _FIRST_TOKEN_HETEROGENEOUS, _BOS, *_S4, *_RNN)
 
-#: Table A7, Selective with BOS at 1 layer (claim 12): d = 64 and lr 3e-3 (round 2); NoPE, RoPE
-#: and SPE fit by 2,000 steps, SinePE by 6,000, APE reached 94.9 % (claims_selection.md).
-_SELECTIVE_BOS = Deciding(
+#: Table A7, Selective with BOS at 1 layer (claim 12): d = 64 (round 2); NoPE, RoPE and SPE fit
+#: by 2,000 steps, SinePE by 6,000, APE did not.
+_SELECTIVE_BOS = _shared(
     ("12",),
-    {"hidden": 64, "heads": 4, "lr": 3e-3, "steps": 6000, "eval_every": 2000, "warmup_steps": 100},
-    where=_TRANSFORMER,
+    tuple(
+        _chosen(_CLAIMS_SELECTION, "selective_bos", pe=pe)
+        for pe in ("nope", "sine", "ape", "rope", "spe")
+    ),
+    ("hidden", "heads"),
+    3,
+    "every PE's (the latest first fit)",
+    **_TRANSFORMER,
 )
-#: The LSTM (claim 19): Selective fits at lr 1e-2 within 4,000 steps, Selective + mod 4 at lr
-#: 3e-3 within 8,000 (claims_selection.md; its 12,000 steps were set before that run finished).
-_LSTM = _recurrent(
-    "19",
-    "lstm",
-    {
-        "selective": {"lr": 1e-2, "steps": 4000, "eval_every": 1000},
-        "selective_mod4": {"lr": 3e-3, "steps": 12000, "eval_every": 2000},
-    },
-)
+#: The LSTM (claim 19): Selective and Selective + mod 4 each at its own lr and budget.
+_LSTM = _recurrent("19", "lstm", ["selective", "selective_mod4"])
 #: Table 2 on Helper Token at 2 and 4 layers (claim 4) had no selection run of its own: it takes
 #: the settings chosen on mod 10 at the same depth (SinePE's, the PE that fitted there). Claims 7,
 #: 11 and 13 (Table A8, Selective, Selective + mod 4) trained that way in an earlier laptop book
 #: and fitted no cell they read, so they cost a third of its time and decided nothing; they are
 #: left to ``paper-lite``.
-_HELPER_TOKEN = tuple(Deciding(("4",), **_transformer(n, *_MOD10_SETTINGS[n])) for n in (2, 4))
-#: Claim 24 for Mamba reads, at each depth, any Table A1 task Mamba fits: mod 10 where it fitted
-#: in selection, as for S4, else the tasks it fitted instead (claims_selection.md, round 4: at 1
-#: layer mod 10 reached 70 % within 5,000 steps at width 32 and 77 % at 64; Helper Token and
-#: Selective fitted). Width 32, each cell at its chosen lr and first fitting evaluation. RWKV-6's
-#: 4-layer mod 10 reached 94 % within 4,000 steps (140 ms a step): its claim 24 is left to
-#: ``paper-lite``.
-_MAMBA_CELLS = {  # (layers, task): (lr, steps)
-    (1, "helper_token"): (1e-2, 1000), (1, "selective"): (1e-2, 500),
-    (2, "mod10"): (1e-2, 3500), (4, "mod10"): (1e-3, 2000),
-}  # fmt: skip
-_MAMBA = tuple(
+_HELPER_TOKEN = tuple(
     Deciding(
-        ("24 Mamba",),
-        {"hidden": 32, "lr": lr, "steps": steps, "eval_every": 250 if steps <= 1000 else 500},
-        where={"model": "mamba", "task": task, "layers": layers},
+        ("4",),
+        **_transformer(_MOD10_CHOSEN[n]),
+        how="chosen on mod 10 at the same depth: Helper Token had no selection run",
     )
-    for (layers, task), (lr, steps) in _MAMBA_CELLS.items()
+    for n in (2, 4)
 )
+#: Claim 24 for Mamba reads, at each depth, any Table A1 task Mamba fits: mod 10 where it fitted
+#: in selection, as for S4, else the tasks it fitted instead (at 1 layer mod 10 reached 70 %
+#: within 5,000 steps at width 32 and 77 % at 64; Helper Token and Selective fitted). Each cell
+#: at its chosen lr and first fitting evaluation. RWKV-6's 4-layer mod 10 reached 94 % within
+#: 4,000 steps (140 ms a step): its claim 24 is left to ``paper-lite``.
+_MAMBA_CELLS = ((1, "helper_token"), (1, "selective"), (2, "mod10"), (4, "mod10"))
+
+
+def _mamba(layers: int, task: str) -> Deciding:
+    source = _chosen(_CLAIMS_SELECTION, task, model="mamba", layers=layers, hidden=32)
+    steps = source.budget_steps
+    settings = {"hidden": source.config["hidden"], "lr": source.lr, "steps": steps,
+                "eval_every": 250 if steps <= 1000 else 500}  # fmt: skip
+    where = {"model": "mamba", "task": task, "layers": layers}
+    return Deciding(("24 Mamba",), settings, where=where, sources=(source,))
+
+
+_MAMBA = tuple(_mamba(layers, task) for layers, task in _MAMBA_CELLS)
 #: Table A5, the homogeneous first-token probe (claim 14), 3 seeds: each PE that fitted at its
-#: lowest fitting lr and first fitting evaluation (claims_selection.md, rounds 3 and 4: SinePE at
-#: d = 4 needed lr 1e-2, SPE at d = 32 lr 1e-3; at 3e-3 it stayed at 0 % on 3 seeds). NoPE and
-#: RoPE, which the claim says cannot fit, take lr 3e-3 (round 2's) and their row's longest budget.
-_A5_SETTINGS = {  # (d, pe): (lr, steps)
-    (4, "sine"): (1e-2, 3000), (4, "ape"): (3e-3, 500), (4, "spe"): (3e-3, 2000),
-    (32, "sine"): (3e-3, 3000), (32, "ape"): (3e-3, 1500), (32, "spe"): (1e-3, 1000),
-}  # fmt: skip
+#: lowest fitting lr and first fitting evaluation (SinePE at d = 4 needed lr 1e-2, SPE at d = 32
+#: lr 1e-3; at 3e-3 it stayed at 0 % on 3 seeds). NoPE and RoPE, which the claim says cannot
+#: fit, had no lr of their own (round 2: 0 % at every lr): they take 3e-3, the lr the probes'
+#: selection ran at (claims_selection.yaml), and their row's longest budget.
+_A5_CELLS = ((4, "sine"), (4, "ape"), (4, "spe"), (32, "sine"), (32, "ape"), (32, "spe"))
+_UNSELECTED_PROBE_LR = 3e-3
 
 
 def _probe(lr: float, steps: int) -> dict[str, Any]:
@@ -358,66 +580,58 @@ def _probe(lr: float, steps: int) -> dict[str, Any]:
             "seeds": list(PAPER_SEEDS[:3])}  # fmt: skip
 
 
+def _a5_chosen(hidden: int, pe: str) -> Chosen:
+    return _chosen(_CLAIMS_SELECTION, "first_token_homogeneous", pe=pe, hidden=hidden)
+
+
 _HOMOGENEOUS = {"task": "first_token_homogeneous"}
 _A5 = (
     *(
-        Deciding(("14",), _probe(lr, steps), where={**_HOMOGENEOUS, "hidden": d, "pe": pe})
-        for (d, pe), (lr, steps) in _A5_SETTINGS.items()
+        Deciding(
+            ("14",),
+            _probe(s.lr, s.budget_steps),
+            where={**_HOMOGENEOUS, "hidden": d, "pe": pe},
+            sources=(s,),
+        )
+        for d, pe in _A5_CELLS
+        for s in (_a5_chosen(d, pe),)
     ),
     *(
         Deciding(
             ("14",),
-            _probe(3e-3, max(s for (w, _), (_, s) in _A5_SETTINGS.items() if w == d)),
+            _probe(_UNSELECTED_PROBE_LR, _budget(row)),
             where={**_HOMOGENEOUS, "hidden": d},
+            sources=row,
+            how=f"NoPE and RoPE: lr {_UNSELECTED_PROBE_LR:g}, no selection of their own; the "
+            "longest budget of their row's fitting PEs",
         )
         for d in (4, 32)
+        for row in (tuple(_a5_chosen(d, pe) for w, pe in _A5_CELLS if w == d),)
     ),
 )
-#: Table H1 at 1 layer (countlib's claims C1-C3), width 32, one seed: each cell at its lowest
-#: fitting lr and first fitting evaluation, else at its highest-IND lr and the selection's 3,000
-#: steps (experiments/hypothesis_selection.md). Within 3,000 steps only DeltaNet and Gated
+#: Table H1 at 1 layer (countlib's claims C1-C3), width 32, one seed: every cell of the
+#: hypothesis selection, at its lowest fitting lr and first fitting evaluation, else at its
+#: highest-IND lr and the selection's 3,000 steps. Within 3,000 steps only DeltaNet and Gated
 #: DeltaNet with transitions in [-1, 1] fit mod 10 (1,500 steps; 94.7 % and 94.4 % IND in
 #: [0, 1]), no cell fits Selective + mod 4 (37-71 %), and Mamba (both ranges) and Mamba-2 in
 #: [-1, 1] fit Shifted Start. The sLSTM (claim C4), at about 80 ms a step, did not finish its
 #: selection (Helper Token fitted at 1,500 steps) and is left to ``paper-lite``.
-_HYPOTHESIS_CELLS = {  # (model, transitions in [-1, 1], task): (lr, steps)
-    ("mamba", False, "mod10"): (1e-2, 3000), ("mamba", True, "mod10"): (1e-2, 3000),
-    ("mamba", False, "selective_mod4"): (1e-2, 3000),
-    ("mamba", True, "selective_mod4"): (1e-2, 3000),
-    ("mamba", False, "shifted_start"): (1e-2, 3000),
-    ("mamba", True, "shifted_start"): (1e-2, 3000),
-    ("mamba2", False, "mod10"): (1e-2, 3000), ("mamba2", True, "mod10"): (1e-2, 3000),
-    ("mamba2", False, "selective_mod4"): (1e-2, 3000),
-    ("mamba2", True, "selective_mod4"): (1e-2, 3000),
-    ("mamba2", False, "shifted_start"): (1e-2, 3000),
-    ("mamba2", True, "shifted_start"): (1e-2, 2000),
-    ("deltanet", False, "mod10"): (3e-3, 3000), ("deltanet", True, "mod10"): (3e-3, 1500),
-    ("deltanet", False, "selective_mod4"): (1e-2, 3000),
-    ("deltanet", True, "selective_mod4"): (3e-3, 3000),
-    ("deltanet", False, "shifted_start"): (1e-2, 3000),
-    ("deltanet", True, "shifted_start"): (1e-2, 3000),
-    ("gated_deltanet", False, "mod10"): (3e-3, 3000),
-    ("gated_deltanet", True, "mod10"): (3e-3, 1500),
-    ("gated_deltanet", False, "selective_mod4"): (1e-2, 3000),
-    ("gated_deltanet", True, "selective_mod4"): (3e-3, 3000),
-    ("gated_deltanet", False, "shifted_start"): (1e-2, 3000),
-    ("gated_deltanet", True, "shifted_start"): (1e-2, 3000),
-    ("mingru", None, "mod10"): (1e-2, 3000), ("mingru", None, "selective_mod4"): (3e-3, 3000),
-    ("minlstm", None, "mod10"): (1e-2, 3000), ("minlstm", None, "selective_mod4"): (3e-3, 3000),
-}  # fmt: skip
 _OWN_KEYS = tuple(claim.key for claim in OWN_CLAIMS if claim.number != "C4")
 
 
-def _hypothesis_cell(model: str, negative: bool | None, task: str, lr: float, steps: int):
-    option = {} if negative is None else {NEGATIVE: negative}
-    where = {"model": model, "task": task, "layers": 1, **option}
-    settings = {"hidden": 32, "lr": lr, "steps": steps, "eval_every": 500}
-    return Deciding(_OWN_KEYS, settings, where=where)
+def _hypothesis_cell(source: Chosen) -> Deciding:
+    config = source.config
+    option = {NEGATIVE: config[NEGATIVE]} if NEGATIVE in config else {}
+    where = {"model": config["model"], "task": source.task, "layers": config["layers"], **option}
+    settings = {"hidden": config["hidden"], "lr": source.lr, "steps": source.budget_steps,
+                "eval_every": 500}  # fmt: skip
+    return Deciding(_OWN_KEYS, settings, where=where, sources=(source,))
 
 
 _HYPOTHESIS = tuple(
-    _hypothesis_cell(model, negative, task, *settings)
-    for (model, negative, task), settings in _HYPOTHESIS_CELLS.items()
+    _hypothesis_cell(source)
+    for source in CHOSEN
+    if record_name(source.record) == _HYPOTHESIS_SELECTION
 )
 LAPTOP_DECIDING: tuple[Deciding, ...] = (
     *SMOKE_DECIDING,
@@ -468,3 +682,119 @@ def get_profile(name: str) -> list[SweepRun]:
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
     return expand(spec)
+
+
+# -- why each run is there ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunWhy:
+    """Why a profile trains a run: the claims that read the cells it fills, and where its
+    settings come from."""
+
+    run: str
+    tables: tuple[str, ...]
+    #: The claims the profile decides that read a cell of the run (the paper's profiles: every
+    #: claim that does).
+    claims: tuple[str, ...]
+    #: Whose settings it trains with: None for a filler of a claim-deciding profile, and for
+    #: every run of a paper-scale one.
+    rule: Deciding | None
+    profile: str
+
+    @property
+    def filler(self) -> bool:
+        return self.profile in DECIDING and self.rule is None
+
+    @property
+    def serves(self) -> str:
+        """``claims 8, 10``; for a filler ``structural check: fills tables 2, A4; ...``."""
+        tables = f"table{'s' if len(self.tables) > 1 else ''} {', '.join(self.tables) or '-'}"
+        read = ", ".join(self.claims)
+        if not self.filler:
+            plural = "s" if len(self.claims) > 1 else ""
+            return f"claim{plural} {read}" if self.claims else f"fills {tables}; no claim reads it"
+        if not self.claims:
+            return f"structural check: fills {tables}; no claim of {self.profile} reads it"
+        # a claim with alternatives (one fitted cell of several) may also list a filler's cell
+        return f"structural check: fills {tables}; claim {read} reads it, not trained for it"
+
+    @property
+    def settings_from(self) -> str:
+        if self.rule is not None:
+            return self.rule.why_short
+        if self.filler:
+            return (
+                f"the profile's filler settings: {_FILLER['steps']} steps at lr "
+                f"{_FILLER['lr']:g}, one seed, the table's first depth at width <= {SMOKE_WIDTH}"
+            )
+        return f"the paper's protocol: each table's grid (countlib.paper), profile {self.profile}"
+
+
+def explain(name: str, runs: Iterable[str] | None = None) -> list[RunWhy]:
+    """Why profile ``name`` trains each of its runs (only those named in ``runs``, if given), in
+    the profile's order: a claim-deciding profile's plan (`claim_plan`) expanded entry by entry,
+    so each run keeps the claims and the `Deciding` of the grid entries that made it."""
+    from countlib.sweep import expand  # torch: only when runs are made
+
+    spec = PROFILES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
+    deciding = DECIDING.get(name)
+    aimed = [c for c in ALL_CLAIMS if deciding is None or c.key in decided_claims(deciding)]
+    if deciding is None:  # the paper's grid at the paper's settings: no rule to trace
+        plan = [Planned(config, frozenset(cells), None) for _, config, cells in _paper_configs()]
+    else:
+        plan = claim_plan(deciding)
+    defaults = {k: v for k, v in spec.items() if k != "grid"}
+    cells: dict[str, set[CellRef]] = {}
+    rules: dict[str, Deciding | None] = {}
+    for planned in plan:
+        for run in expand({**defaults, "grid": [planned.entry]}):
+            cells.setdefault(run.name, set()).update(planned.cells)
+            rules[run.name] = rules.get(run.name) or planned.rule
+    wanted = None if runs is None else set(runs)
+    return [
+        RunWhy(
+            run.name,
+            run.tables,
+            tuple(c.key for c in aimed if c.cells & cells[run.name]),
+            rules[run.name],
+            name,
+        )
+        for run in get_profile(name)
+        if wanted is None or run.name in wanted
+    ]
+
+
+def format_why(explained: Iterable[RunWhy]) -> str:
+    """The ``countlib sweep --dry-run --why`` listing: per run, the claims it serves, then where
+    its settings come from."""
+    return "\n".join(
+        f"{why.run}  {why.serves}\n    settings: {why.settings_from}" for why in explained
+    )
+
+
+def why_summary(explained: Sequence[RunWhy]) -> str:
+    """The last line of the listing: how many runs serve claims, how many are fillers."""
+    fillers = sum(why.filler for why in explained)
+    serving = sum(bool(why.claims) and not why.filler for why in explained)
+    if any(why.profile in DECIDING for why in explained):
+        return f"{len(explained)} runs: {serving} trained for claims, {fillers} structural checks"
+    return f"{len(explained)} runs at the paper's settings: {serving} fill a cell a claim reads"
+
+
+def why_table(name: str, runs: Iterable[str] | None = None) -> pd.DataFrame:
+    """`explain` as a table (the provenance page): run, tables, claims served, settings' source."""
+    return pd.DataFrame(
+        [
+            {
+                "run": why.run,
+                "tables": ", ".join(why.tables),
+                "serves": why.serves,
+                "settings from": why.settings_from,
+            }
+            for why in explain(name, runs)
+        ],
+        columns=["run", "tables", "serves", "settings from"],
+    )

@@ -7,18 +7,34 @@ column is the first evaluation step at which a seed of the chosen lr reached 95 
 numbers are never read.
 
     python experiments/choose_lr.py runs/selection > experiments/smoke_selection.md
+
+With ``--write`` it also updates the chosen settings the claim-deciding profiles train with
+(``experiments/chosen_settings.yaml``, `countlib.selections`): each configuration that the
+``--spec`` files trained, under the record and round given, in place of the file's entry for it
+(its hand-set ``budget`` and ``note`` kept); a configuration the file does not hold yet is only
+listed, or added with ``--add`` (a profile must then name it: tests/test_profiles.py checks that
+every entry is used). Nothing is trained::
+
+    python experiments/choose_lr.py runs/selection3 --write experiments/chosen_settings.yaml \\
+        --record experiments/claims_selection.md --round 4 \\
+        --spec experiments/claims_selection_round4.yaml \\
+        --spec experiments/claims_selection_round4b.yaml
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from countlib.report import FIT_IND, config_labels
+from countlib.formatting import FIT_IND, config_labels
 from countlib.results import load_runs
+from countlib.selections import Chosen, format_chosen, load_chosen, merge_chosen
 
 GROUP = ["task", "model", "pe", "layers", "hidden", "heads", "causal", "negative_eigenvalues"]
 
@@ -57,33 +73,125 @@ def choose(candidates: pd.DataFrame) -> pd.Series:
     return candidates.sort_values("ind", ascending=False).iloc[0]
 
 
-def main(runs_dir: str) -> None:
+def selections(runs_dir: str) -> list[dict[str, Any]]:
+    """Per configuration group: its runs, label, candidates and pick (the rule above)."""
     runs = load_runs(runs_dir)
     runs = runs[runs["status"] != "incomplete"]
     by = [c for c in GROUP if c in runs and runs[c].notna().any()]
     runs = runs.assign(config=config_labels(runs))
-    print(
-        "| task | configuration | steps | lr: best IND (each seed's, %) | chosen lr "
-        "| fits | first fitting step |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    groups = []
     for _, group in runs.groupby(by, dropna=False):
-        candidates = per_lr(group)
-        pick = choose(candidates)
-        tried = ", ".join(
-            f"{c.lr:g}: {100 * c.ind:.1f} % ({c.seeds})" for c in candidates.itertuples()
-        )
         first = group.iloc[0]
         label = first["config"].replace(f"lr={first['lr']:g}", "").strip()
         if first.get("negative_eigenvalues") is True:  # not among config_labels' columns
             label += ", transitions in [-1, 1]"
+        candidates = per_lr(group)
+        groups.append(
+            {"runs": group, "label": label, "candidates": candidates, "pick": choose(candidates)}
+        )
+    return groups
+
+
+def markdown(groups: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| task | configuration | steps | lr: best IND (each seed's, %) | chosen lr "
+        "| fits | first fitting step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group in groups:
+        pick, first = group["pick"], group["runs"].iloc[0]
+        tried = ", ".join(
+            f"{c.lr:g}: {100 * c.ind:.1f} % ({c.seeds})" for c in group["candidates"].itertuples()
+        )
         fits = "yes" if pick["ind"] >= FIT_IND else "no"
         step = "-" if pd.isna(pick["fit_step"]) else f"{int(pick['fit_step'])}"
-        print(
-            f"| {first['task']} | {label} | {pick['steps']} | {tried} | {pick['lr']:g} "
+        lines.append(
+            f"| {first['task']} | {group['label']} | {pick['steps']} | {tried} | {pick['lr']:g} "
             f"| {fits} | {step} |"
         )
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """A pandas cell as YAML writes it: 4.0 (a column with gaps is float) as 4, numpy as Python."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def chosen_entries(
+    groups: Sequence[dict[str, Any]], record: str, round_: int, specs: Sequence[str]
+) -> list[Chosen]:
+    """The groups whose chosen runs one of ``specs`` trained, as entries of ``record``'s round
+    ``round_``; each names the spec that trained its chosen lr's longest run."""
+    from countlib.sweep import expand, load_spec  # torch: only to name the specs' runs
+
+    spec_of = {run.name: spec for spec in specs for run in expand(load_spec(spec))}
+    entries = []
+    for group in groups:
+        pick, runs = group["pick"], group["runs"]
+        chosen = runs[runs["lr"] == pick["lr"]]
+        longest = chosen[chosen["steps"] == chosen["steps"].max()]["run"]
+        spec = next((spec_of[name] for name in longest if name in spec_of), None)
+        if spec is None:  # another round trained the runs its budget comes from
+            continue
+        first = runs.iloc[0]
+        config = {k: _plain(first[k]) for k in GROUP[1:] if k in runs and pd.notna(first[k])}
+        fit = pick["fit_step"]
+        entries.append(
+            Chosen(
+                record,
+                round_,
+                spec,
+                str(first["task"]),
+                config,
+                int(pick["steps"]),
+                float(pick["lr"]),
+                bool(pick["ind"] >= FIT_IND),
+                None if pd.isna(fit) else int(fit),
+            )
+        )
+    return entries
+
+
+def write(groups: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+    path = Path(args.write)
+    fresh = chosen_entries(groups, args.record, args.round, args.spec)
+    merge = merge_chosen(load_chosen(path) if path.exists() else [], fresh, add=args.add)
+    path.write_text(format_chosen(merge.entries))
+    report = [
+        ("changed", merge.changed),
+        ("added", merge.added),
+        ("not in the file (--add adds them)", merge.not_in_file),
+    ]
+    print(
+        f"{path}: {len(fresh)} configurations of {args.record} round {args.round}", file=sys.stderr
+    )
+    for what, lines in report:
+        for line in lines:
+            print(f"  {what}: {line}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs_dir", nargs="?", default="runs/selection")
+    parser.add_argument("--write", metavar="FILE.yaml", help="update this chosen-settings file")
+    parser.add_argument("--record", help="with --write: the experiments/*.md reporting them")
+    parser.add_argument("--round", type=int, help="with --write: the record's round")
+    parser.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        help="with --write: a spec of this round (repeatable)",
+    )
+    parser.add_argument("--add", action="store_true", help="with --write: add new entries too")
+    args = parser.parse_args(argv)
+    if args.write and not (args.record and args.round is not None and args.spec):
+        parser.error("--write needs --record, --round and at least one --spec")
+    groups = selections(args.runs_dir)
+    print(markdown(groups))
+    if args.write:
+        write(groups, args)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/selection")
+    main()

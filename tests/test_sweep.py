@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-import countlib.sweep
+import countlib.sweep.pool
+import countlib.sweep.work
 from countlib.batches import Collator
 from countlib.cli import main
 from countlib.config import EvalConfig, OptimConfig, RunConfig
@@ -273,14 +274,14 @@ def test_a_sweep_trains_what_is_missing_and_skips_the_rest(tmp_path, capsys, one
 def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch, one_thread):
     runs = expand(TINY)
     broken = runs[1]
-    real_train = countlib.sweep.train
+    real_train = countlib.sweep.work.train
 
     def train(config: RunConfig, runs_dir, **kwargs):
         if config.run_name() == broken.name:
             raise RuntimeError("boom in the middle of training")
         return real_train(config, runs_dir, **kwargs)
 
-    monkeypatch.setattr(countlib.sweep, "train", train)
+    monkeypatch.setattr(countlib.sweep.work, "train", train)
     report = run_sweep(runs, tmp_path, device="cpu")
     assert [o.status for o in report.outcomes] == ["completed", "failed", "completed"]
     (failure,) = report.failed
@@ -350,16 +351,16 @@ class _ExitOnUnpickle:
 
 
 def test_pool_workers_get_one_gpu_each_or_a_core_each(monkeypatch):
-    monkeypatch.setattr(countlib.sweep, "resolve_device", lambda device: device)
-    monkeypatch.setattr(countlib.sweep, "available_cores", lambda: 8)
+    monkeypatch.setattr(countlib.sweep.pool, "resolve_device", lambda device: device)
+    monkeypatch.setattr(countlib.sweep.pool, "available_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # else every slot takes its count
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    gpu_slots = countlib.sweep._pool_slots("cuda", None)
+    gpu_slots = countlib.sweep.pool._pool_slots("cuda", None)
     assert [(s.device, s.visible_gpu) for s in gpu_slots] == [("cuda", "3"), ("cuda", "5")]
-    assert [s.visible_gpu for s in countlib.sweep._pool_slots("cuda:1", 2)] == ["5", "5"]
-    cpu_slots = countlib.sweep._pool_slots("cpu", 2)
+    assert [s.visible_gpu for s in countlib.sweep.pool._pool_slots("cuda:1", 2)] == ["5", "5"]
+    cpu_slots = countlib.sweep.pool._pool_slots("cpu", 2)
     assert [(s.device, s.visible_gpu, s.threads) for s in cpu_slots] == [("cpu", None, 1)] * 2
-    assert len(countlib.sweep._pool_slots("cpu", None)) == 8  # a worker per core
+    assert len(countlib.sweep.pool._pool_slots("cpu", None)) == 8  # a worker per core
 
 
 def test_unknown_executor_is_an_error(tmp_path):
@@ -508,11 +509,11 @@ def test_workers_per_gpu_place_worker_i_on_gpu_i_div_k(monkeypatch):
     assert gpu_assignment(2) == [0, 1]
     with pytest.raises(ValueError, match="at least 1, got 0"):
         gpu_assignment(2, 0)
-    monkeypatch.setattr(countlib.sweep, "resolve_device", lambda device: device)
+    monkeypatch.setattr(countlib.sweep.pool, "resolve_device", lambda device: device)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    slots = countlib.sweep._pool_slots("cuda", None, 2)
+    slots = countlib.sweep.pool._pool_slots("cuda", None, 2)
     assert [s.visible_gpu for s in slots] == ["3", "3", "5", "5"]
-    assert len(countlib.sweep._pool_slots("cpu", 2, 3)) == 2  # CPU: unchanged
+    assert len(countlib.sweep.pool._pool_slots("cpu", 2, 3)) == 2  # CPU: unchanged
 
 
 def test_workers_per_gpu_is_checked(tmp_path, monkeypatch, capsys):
@@ -525,7 +526,7 @@ def test_workers_per_gpu_is_checked(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
-        countlib.sweep._pool_slots("cuda", None, 2)
+        countlib.sweep.pool._pool_slots("cuda", None, 2)
 
 
 # -- stacked sweeps ---------------------------------------------------------------------------
@@ -599,5 +600,32 @@ def test_runs_training_in_fp16_are_not_stacked(tmp_path, monkeypatch):
     K runs when one overflows: its seeds stay apart there, and stack on CPU (fp32)."""
     runs = [countlib.sweep.SweepRun(c) for c in _stack_case()]
     assert len(countlib.sweep.work_units(runs, tmp_path, "cpu", stack=3)) == 3
-    monkeypatch.setattr(countlib.sweep, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(countlib.sweep.work, "resolve_device", lambda device: "cuda")
     assert countlib.sweep.work_units(runs, tmp_path, "cuda", stack=3) == [[run] for run in runs]
+
+
+def test_dry_run_why_names_each_runs_claims_or_its_structural_check(tmp_path, capsys):
+    """`--why`: per run, the claims it serves and the selection result behind its settings; a
+    tiny filler says which table it fills as a structural check."""
+    args = ["sweep", "--profile", "smoke", "--runs-dir", str(tmp_path), "--dry-run", "--why"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = get_profile("smoke")
+    heads, settings = lines[0:-1:2], lines[1:-1:2]
+    assert [line.split()[0] for line in heads] == [run.name for run in runs]
+    for run, head, source in zip(runs, heads, settings, strict=True):
+        serves = head.removeprefix(run.name).strip()
+        assert source.startswith("    settings: ")
+        if run.config.optim.steps == 100:  # a filler
+            assert serves.startswith("structural check: fills table") and "no claim" in serves
+        else:
+            assert serves.startswith("claim") and "experiments/" in source, run.name
+    assert lines[-1] == "179 runs: 46 trained for claims, 133 structural checks"
+
+    assert main([*args, "--family", "s4"]) == 0  # a selection explains its runs only
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "12 runs: 12 trained for claims, 0 structural checks"
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    assert main(["sweep", "--spec", str(spec), "--dry-run", "--why"]) == 2  # a spec has no claims
+    assert "--why explains a profile's runs" in capsys.readouterr().err
