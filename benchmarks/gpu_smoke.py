@@ -10,6 +10,8 @@ them all (issue 22). A family that fails is reported and the next one trains.
 
     python benchmarks/gpu_smoke.py --device cuda --out families.txt
     python benchmarks/gpu_smoke.py --device cpu --tiny --steps 2      # the script itself, on CPU
+
+``--tiny`` trains each family at its registered tiny size (`countlib.families`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from countlib.config import EvalConfig, OptimConfig, RunConfig
-from countlib.models import MODELS, backend_names, backend_notes
+from countlib.models import MODELS, backend_names, backend_notes, get_family
 from countlib.train.trainer import Trainer
 
 #: The paper's Transformer (protocol.md: 4 layers, width 1024, 8 heads); the recurrent families
@@ -30,24 +32,12 @@ from countlib.train.trainer import Trainer
 PAPER_OPTIONS: dict[str, dict[str, Any]] = {
     "transformer": {"layers": 4, "hidden": 1024, "heads": 8, "pe": "rope"},
 }
-#: Sizes small enough for a CPU run of the script itself (``--tiny``).
-TINY_OPTIONS: dict[str, dict[str, Any]] = {
-    "s4": {"hidden": 8, "d_state": 8},
-    "s4d": {"hidden": 8, "d_state": 8},
-    "mamba": {"hidden": 8, "layers": 1},
-    "rwkv6": {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32},
-    "rwkv5": {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32},
-    "transformer": {"hidden": 16, "heads": 2, "layers": 1},
-    "deltanet": {"hidden": 16, "heads": 2, "layers": 1},
-    "gated_deltanet": {"hidden": 16, "heads": 2, "layers": 1},
-    "mamba2": {"hidden": 16, "head_dim": 8, "layers": 1},
-    "slstm": {"hidden": 16, "heads": 2, "layers": 1},
-}
 HEADER = f"{'family':16s} {'result':8s} {'precision':9s} {'steps/s':>8s}  device   backends"
 
 
 def smoke_config(family: str, steps: int, tiny: bool) -> RunConfig:
-    options = TINY_OPTIONS.get(family, {"hidden": 16}) if tiny else PAPER_OPTIONS.get(family, {})
+    facts = get_family(family)  # an unknown name fails here, naming the valid ones
+    options = facts.tiny_options if tiny else PAPER_OPTIONS.get(family, {})
     return RunConfig(
         task="shifted_start",
         model=family,

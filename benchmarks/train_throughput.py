@@ -1,7 +1,7 @@
 """Training throughput: countlib's fast path against an original-style baseline, and K runs
 stacked into one batched model against K runs one after another (issue 13).
 
-Fast path: the trainer's own step (`Trainer._train_step`): batches padded only to their longest
+Fast path: the trainer's own step (`Trainer.train_step`): batches padded only to their longest
 sequence, SDPA attention, the family's precision (bf16 for the Transformer on CUDA), fused AdamW
 on CUDA, the loss left on the device until it is read, once per timed round. It is measured
 twice: with the batches drawn in the step, and drawn ahead on a background thread
@@ -53,6 +53,7 @@ from torch import nn
 
 from countlib.batches import IGNORE, Batch, Collator
 from countlib.config import OptimConfig, RunConfig
+from countlib.families import MODELS
 from countlib.train.records import environment_record
 from countlib.train.stacked import StackedTrainer
 from countlib.train.stream import CUDA_BATCHES_AHEAD, batches_ahead
@@ -64,14 +65,8 @@ from countlib.train.trainer import Trainer
 #: profile trains has a row, so that its dry-run estimate from these times needs no fallback.
 GPU_CONFIGS = [
     *(f"transformer:hidden=1024,heads=8,layers={n},pe=rope" for n in (1, 2, 4)),
-    *(
-        f"{family}:hidden=128"
-        for family in (
-            "lstm", "rnn", "s4", "mamba", "rwkv6", "mamba2", "deltanet", "gated_deltanet",
-            "mingru", "minlstm", "slstm",
-        )
-    ),
-]  # fmt: skip
+    *(f"{family}:hidden=128" for family in sorted(MODELS) if family != "transformer"),
+]
 #: Small enough for about a minute on one CPU core: the issue's CPU targets.
 CPU_CONFIGS = ["transformer:hidden=64,heads=4,layers=1,pe=rope", "lstm:hidden=128"]
 #: What is stacked by default. Stacking refuses fp16 (one loss scale for K runs), the LSTM's
@@ -154,15 +149,15 @@ class PaddedCollator:
 class OriginalStyle(Trainer):
     """The baseline step: host padding to max_seq_len and a host read of every step's loss."""
 
-    def _build(self) -> None:
-        super()._build()
+    def build(self) -> None:
+        super().build()
         self.collator = PaddedCollator(self.collator, self.task.max_seq_len)
 
     def fused_adamw(self) -> bool:
         return False  # the original's torch AdamW, its default (unfused) kernels
 
-    def _train_step(self) -> torch.Tensor:
-        loss = super()._train_step()
+    def train_step(self) -> torch.Tensor:
+        loss = super().train_step()
         loss.item()  # the original logged every step's loss: a device synchronisation
         return loss
 
@@ -173,7 +168,7 @@ def built(
     """A trainer ready to step: model, optimizer and data stream, no run records written;
     ``kwargs`` go to the trainer."""
     trainer = cls(config, runs_dir, device=device, progress=False, **kwargs)
-    trainer._build()
+    trainer.build()
     trainer.model.train()
     return trainer
 
@@ -216,7 +211,7 @@ def fast_step(trainer: Trainer) -> Callable[[], None]:
     total = torch.zeros((), device=trainer.placement.device)
 
     def step() -> None:
-        total.add_(trainer._train_step())
+        total.add_(trainer.train_step())
 
     return step
 
@@ -272,7 +267,7 @@ def throughput_row(
         ahead_step = fast_step(ahead)
         try:
             seconds = timed_rounds(
-                {"ahead": ahead_step, "in_step": fast_step(in_step), "baseline": base._train_step},
+                {"ahead": ahead_step, "in_step": fast_step(in_step), "baseline": base.train_step},
                 rounds,
                 per_round,
                 device,
@@ -299,12 +294,12 @@ def stacked_row(spec: str, runs: int, device: str, rounds: int, per_round: int) 
         stack = StackedTrainer(configs, runs_dir, device=device, progress=False)
         for member in stack.members:
             member.stacked_runs = runs  # as StackedTrainer._train sets it
-            member._build()
-        stack._build(stack.members)
+            member.build()
+        stack.build(stack.members)
         separate = [built(Trainer, config, runs_dir, device) for config in configs]
         single = built(Trainer, run_config(spec, batch=1), runs_dir, device)
         steps = {
-            "stacked": lambda: stack._train_step(stack.members),
+            "stacked": lambda: stack.train_step(stack.members),
             "sequential": lambda: [step() for step in map(fast_step, separate)],
             "batch1": fast_step(single),
         }

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from countlib.families import PAGES
 from countlib.manifest import PlannedRun, RunManifest
 from countlib.paper import HYPOTHESIS_TABLES, PAPER_TABLES, TABLES
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepReport, SweepRun
 
-FAMILY_NOTEBOOKS = ("train_rnn", "train_transformer", "train_s4", "train_mamba", "train_rwkv")
 #: Where `make_book` writes the manifest of the runs it trained; every page reads it.
 MANIFEST = "book/generated/runs.json"
 TOC = "book/_toc.yml"
@@ -49,7 +49,8 @@ def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
     """
     shared = dict(shared or {})
     pages = [Page("findings", "findings", shared), Page("tasks", "tasks")]
-    pages += [Page(name, name, {**shared, "train": False}) for name in FAMILY_NOTEBOOKS]
+    # every family page of the catalogue, in its order
+    pages += [Page(name, name, {**shared, "train": False}) for name in PAGES]
     pages += [
         Page("paper_table", table.page, {**shared, "table": table.key}, table.title)
         for table in TABLES
@@ -65,7 +66,7 @@ def toc() -> dict[str, Any]:
     parts = [
         ("Findings", ["generated/findings"]),
         ("The question", ["generated/tasks", "tasks"]),
-        ("Architecture families", [f"generated/{p}" for p in FAMILY_NOTEBOOKS]),
+        ("Architecture families", [f"generated/{p}" for p in PAGES]),
         ("The paper's tables", [f"generated/{table.page}" for table in PAPER_TABLES]),
         ("Beyond the paper", [f"generated/{table.page}" for table in HYPOTHESIS_TABLES]),
         ("Inside the models", ["generated/analysis"]),

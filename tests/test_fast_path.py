@@ -92,8 +92,8 @@ class StopsAfterCheckpoint(Trainer):
 
     stop_at = 6
 
-    def _evaluate_and_checkpoint(self) -> None:
-        super()._evaluate_and_checkpoint()
+    def evaluate_and_checkpoint(self) -> None:
+        super().evaluate_and_checkpoint()
         if self.step == self.stop_at:
             raise KeyboardInterrupt
 

@@ -19,23 +19,8 @@ from countlib.train import trainer as trainer_module
 from countlib.train.placement import resolve_precision
 
 #: Small options per family, as in test_trainer.
-OPTIONS = {
-    "rnn": {"hidden": 16},
-    "lstm": {"hidden": 16},
-    "gru": {"hidden": 16},
-    "s4": {"hidden": 8, "d_state": 8},
-    "s4d": {"hidden": 8, "d_state": 8},
-    "mamba": {"hidden": 8, "layers": 1},
-    "rwkv6": {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32},
-    "rwkv5": {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32},
-    "transformer": {"hidden": 16, "heads": 2, "layers": 1},
-    "deltanet": {"hidden": 16, "heads": 2, "layers": 1},
-    "gated_deltanet": {"hidden": 16, "heads": 2, "layers": 1},
-    "mamba2": {"hidden": 16, "head_dim": 8, "layers": 1},
-    "mingru": {"hidden": 16, "layers": 1},
-    "minlstm": {"hidden": 16, "layers": 1},
-    "slstm": {"hidden": 16, "heads": 2, "layers": 1},
-}
+#: Each family at its registered tiny size (`countlib.families.Family.tiny_options`).
+OPTIONS = {name: family.tiny_options for name, family in MODELS.items()}
 NULL_TASK = "helper_token_null"
 
 
@@ -48,7 +33,7 @@ def config(model="lstm", task="shifted_start", **optim):
 
 def built(cfg, tmp_path):
     trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
-    trainer._build()
+    trainer.build()
     return trainer
 
 
@@ -196,7 +181,7 @@ def test_trainer_applies_l2wrap_over_batch_times_max_seq_len(model, l2, tmp_path
 
     monkeypatch.setattr(trainer_module, "l2wrap", spy)
     trainer = built(config(model, l2wrap=l2), tmp_path)
-    trainer._train_step()
+    trainer.train_step()
     strength = trainer.config.optim.l2wrap
     if not strength:
         assert calls == []
@@ -208,36 +193,17 @@ def test_trainer_applies_l2wrap_over_batch_times_max_seq_len(model, l2, tmp_path
 
 # -- precision -----------------------------------------------------------------------------------
 
+
 #: The original's precision per family (seed-spec 3.2-3.5), bf16 for the Transformer instead of
 #: its fp16 (protocol.md). Accelerate spells fp32 "no".
-GPU_PRECISION = {
-    "rnn": "fp16",
-    "lstm": "fp16",
-    "gru": "fp16",
-    "s4": "fp16",
-    "s4d": "fp16",
-    "mamba": "fp32",
-    "rwkv6": "bf16",
-    "rwkv5": "bf16",
-    "transformer": "bf16",
-    # Not in the original: bf16 where fla has kernels (they take 16-bit inputs), else fp32.
-    "deltanet": "bf16",
-    "gated_deltanet": "bf16",
-    "mamba2": "bf16",
-    "mingru": "fp32",
-    "minlstm": "fp32",
-    "slstm": "fp32",
-}
-
-
-def test_every_family_has_a_stated_gpu_precision():
-    assert set(GPU_PRECISION) == set(MODELS)
+def test_every_family_states_a_gpu_precision_that_runs():
+    assert {family.gpu_precision for family in MODELS.values()} <= {"fp32", "bf16", "fp16"}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_auto_precision_is_the_family_default_on_cuda_and_fp32_on_cpu(model):
-    assert resolve_precision("auto", "cuda", model) == GPU_PRECISION[model]
-    assert resolve_precision("auto", "cuda:1", model) == GPU_PRECISION[model]
+    assert resolve_precision("auto", "cuda", model) == get_family(model).gpu_precision
+    assert resolve_precision("auto", "cuda:1", model) == get_family(model).gpu_precision
     assert resolve_precision("auto", "cpu", model) == "fp32"
     # An explicit precision wins on either device, but fp16 only where its loss scaling runs.
     assert resolve_precision("fp32", "cuda", model) == "fp32"
@@ -265,7 +231,7 @@ def test_frozen_null_row_stays_zero_while_the_others_train(model, tmp_path):
     assert torch.all(weight[null] == 0)
     before = weight.detach().clone()
     for _ in range(4):
-        trainer._train_step()
+        trainer.train_step()
     assert torch.all(weight[null] == 0)
     trained = [i for i in range(len(before)) if not torch.equal(weight[i], before[i])]
     assert trained and null not in trained

@@ -153,10 +153,10 @@ def syncs_outside_the_backward(step: Callable[[], object]) -> list[str]:
 def test_a_training_step_never_waits_for_the_gpu(tmp_path):
     """bf16: fp16's loss scaler reads whether gradients overflowed, by design."""
     trainer = Trainer(run("lstm", precision="bf16"), tmp_path, device="cuda", progress=False)
-    trainer._build()
-    trainer._train_step()  # the first step places the frozen row's ids and warms up
+    trainer.build()
+    trainer.train_step()  # the first step places the frozen row's ids and warms up
     try:
-        assert syncs_outside_the_backward(trainer._train_step) == []
+        assert syncs_outside_the_backward(trainer.train_step) == []
     finally:
         trainer.close_batches()
 
@@ -166,11 +166,11 @@ def test_a_stacked_step_never_waits_for_the_gpu(tmp_path):
     stacked = StackedTrainer(configs, tmp_path, device="cuda", progress=False)
     members = stacked.members
     for member in members:
-        member._start()
-    stacked._build(members)
-    stacked._train_step(members)
+        member.start()
+    stacked.build(members)
+    stacked.train_step(members)
     try:
-        assert syncs_outside_the_backward(lambda: stacked._train_step(members)) == []
+        assert syncs_outside_the_backward(lambda: stacked.train_step(members)) == []
     finally:
         for member in members:
             member.close_batches()
@@ -179,5 +179,5 @@ def test_a_stacked_step_never_waits_for_the_gpu(tmp_path):
 def test_records_name_the_kernels_of_each_family(tmp_path):
     for model in KERNELS:
         trainer = Trainer(run(model), tmp_path, device="cuda", progress=False)
-        trainer._build()
+        trainer.build()
         assert backend_names(trainer.model), model

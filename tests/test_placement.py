@@ -112,13 +112,13 @@ def test_one_process_trains_fp32_bf16_fp32_with_the_numbers_of_each_alone(execut
 def test_a_bf16_run_trains_and_evaluates_under_autocast(tmp_path):
     trainer = Trainer(transformer("bf16"), tmp_path, device="cpu", progress=False)
     seen = []
-    trainer._build()
+    trainer.build()
     trainer.model.register_forward_hook(
         lambda *_: seen.append(
             torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
         )
     )
-    trainer._train_step()
+    trainer.train_step()
     trainer.evaluate_all()
     assert seen and set(seen) == {torch.bfloat16}
 
@@ -247,8 +247,8 @@ def test_an_explicit_fla_is_refused_on_a_faulty_hopper_with_the_reason(fla_on_fa
 class StopsAfterFirstCheckpoint(Trainer):
     """Dies like a killed process after the evaluation at ``eval.every``."""
 
-    def _evaluate_and_checkpoint(self) -> None:
-        super()._evaluate_and_checkpoint()
+    def evaluate_and_checkpoint(self) -> None:
+        super().evaluate_and_checkpoint()
         if self.step == self.config.eval.every:
             raise KeyboardInterrupt
 
@@ -298,7 +298,7 @@ def test_mamba_is_built_for_the_runs_device(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "build_model", spy)
     config = RunConfig(task="mod10", model="mamba", model_options={"hidden": 8, "layers": 1})
-    Trainer(config, tmp_path, device="cpu", progress=False)._build()
+    Trainer(config, tmp_path, device="cpu", progress=False).build()
     assert built_for == [torch.device("cpu")]
 
 
@@ -368,8 +368,8 @@ def test_the_stacked_step_indexes_no_boolean_mask(tmp_path, monkeypatch):
     stacked = StackedTrainer(configs, tmp_path, device="cpu", progress=False)
     members = stacked.members
     for member in members:
-        member._start()
-    stacked._build(members)
+        member.start()
+    stacked.build(members)
     getitem = torch.Tensor.__getitem__
 
     def no_masks(self, index):
@@ -379,7 +379,7 @@ def test_the_stacked_step_indexes_no_boolean_mask(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "__getitem__", no_masks)
     stacked.active[1] = False
-    losses = stacked._train_step(members)
+    losses = stacked.train_step(members)
     assert losses.shape == (2,)
     for member in members:
         member.close_batches()

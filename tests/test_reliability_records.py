@@ -220,10 +220,10 @@ def test_float_overflow_ends_diverged_without_a_traceback_and_is_final(tmp_path)
 class KilledAfterFirstCheckpoint(Trainer):
     """Stops the way a kill does, after the step-6 checkpoint has landed."""
 
-    def _train_step(self):
+    def train_step(self):
         if self.step == 8:
             raise KeyboardInterrupt
-        return super()._train_step()
+        return super().train_step()
 
 
 def test_a_resume_removes_stale_temp_files_and_nothing_else(tmp_path):

@@ -103,10 +103,10 @@ class _Interrupted(Exception):
 class _StopsAtStep7(Trainer):
     """Dies between the checkpoints at steps 6 and 12, as a killed run would."""
 
-    def _train_step(self):
+    def train_step(self):
         if self.step == 7:
             raise _Interrupted
-        return super()._train_step()
+        return super().train_step()
 
 
 def test_a_resume_at_another_thread_count_is_refused_unless_allowed(tmp_path):
@@ -148,10 +148,10 @@ from countlib.config import RunConfig
 from countlib.train import Trainer
 
 class Killed(Trainer):
-    def _train_step(self):
+    def train_step(self):
         if self.step == int(sys.argv[3]):
             os.kill(os.getpid(), signal.SIGKILL)
-        return super()._train_step()
+        return super().train_step()
 
 config = RunConfig.from_dict(json.loads(sys.argv[1]))
 Killed(config, sys.argv[2], device="cpu", progress=False).run_training()
@@ -289,7 +289,7 @@ def test_the_watchdog_ends_a_worker_whose_parent_died():
 WATCHED_CHILD = """
 import os, subprocess, sys, time
 watch = (
-    "import sys; from countlib.sweep import _watch_parent; print('watching', flush=True); "
+    "import sys; from countlib.sweep.pool import _watch_parent; print('watching', flush=True); "
     "_watch_parent(int(sys.argv[1]), 0.05)"
 )
 child = subprocess.Popen([sys.executable, "-c", watch, str(os.getpid())])

@@ -15,6 +15,7 @@ import torch
 from countlib.batches import Collator, evaluation_batches
 from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.models import MODELS
+from countlib.models.positions import PE_SCHEMES, parse_pe
 from countlib.paper import NEGATIVE, NEGATIVE_FAMILIES, PAPER_TASKS
 from countlib.tasks import list_tasks
 from countlib.train import Trainer, train
@@ -83,11 +84,12 @@ def test_trainer_runs_other_recurrent_families(model, tmp_path):
     assert train(tiny(model=model), tmp_path, device="cpu", progress=False).status == "complete"
 
 
-#: Every registered family (tiny options of tests/test_fidelity.py), the Transformer once per PE.
+#: Every registered family (tiny options of tests/test_fidelity.py), the Transformer once per
+#: registered positional scheme and once with a combination of an input and an attention scheme.
 FAMILY_OPTIONS = {
     **{
         f"transformer/{pe}": ("transformer", {"pe": pe, "hidden": 16, "heads": 2, "layers": 1})
-        for pe in ["nope", "sine", "ape", "rope", "spe", "alibi", "t5", "rope+ape"]
+        for pe in [*PE_SCHEMES, "rope+ape"]
     },
     **{name: (name, options) for name, options in OPTIONS.items() if name != "transformer"},
     # and with transitions in [-1, 1] (Table H1's option)
@@ -117,8 +119,9 @@ def test_every_family_trains_on_every_paper_task(family, task, tmp_path):
     result = train(config, tmp_path, device="cpu", progress=False)
     assert result.status == "complete"
     assert 0 <= result.summary["final"]["ood"] <= 1
-    expected = "none" if model != "transformer" or options["pe"] == "nope" else "shift"
-    if model == "transformer" and options["pe"] == "spe":
+    schemes = parse_pe(options["pe"]) if model == "transformer" else ()
+    expected = "shift" if any(s.reads_positions for s in schemes) else "none"
+    if any(s.float_positions for s in schemes):
         expected = "scalar_shift"
     assert json.loads(result.run_dir.config.read_text())["position_scheme"] == expected
 
@@ -126,11 +129,11 @@ def test_every_family_trains_on_every_paper_task(family, task, tmp_path):
 class PoisonedTrainer(Trainer):
     """Injects a NaN weight at step 5, as an fp16 overflow would."""
 
-    def _train_step(self):
+    def train_step(self):
         if self.step == 5:
             with torch.no_grad():
                 next(self.model.parameters()).fill_(float("nan"))
-        return super()._train_step()
+        return super().train_step()
 
 
 def test_non_finite_loss_stops_and_marks_diverged(tmp_path):
@@ -277,7 +280,7 @@ def test_cached_evaluation_batches_are_what_each_evaluation_would_collate(tmp_pa
     config = tiny(model="transformer", position_scheme="shift")
     config = dataclasses.replace(config, model_options={"hidden": 16, "heads": 2, "layers": 1})
     trainer = Trainer(config, tmp_path, device="cpu", progress=False)
-    trainer._build()
+    trainer.build()
     cached = trainer.evaluation_batches()
     eval_config = trainer.config.eval
     for name, examples in trainer.splits.items():

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -43,20 +42,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from countlib.batches import IGNORE, Batch
 from countlib.config import RunConfig
+from countlib.families import MODELS
 from countlib.train.trainer import (
+    LoopHooks,
     Trainer,
     TrainResult,
-    _is_overflow,
     _torch_threads,
     build_optimizer,
+    train_runs,
 )
 
-#: Families whose forward, outside their parametrised leaves, acts on each batch row alone.
-STACKABLE = ("transformer", "lstm", "gru", "rnn")
+#: Families whose forward, outside their parametrised leaves, acts on each batch row alone: those
+#: whose catalogue entry says they stack (`countlib.families.Family.stackable`).
+STACKABLE = tuple(name for name, family in MODELS.items() if family.stackable)
 
 
 # -- stacked leaves ------------------------------------------------------------------------------
@@ -349,20 +350,20 @@ class StackedTrainer:
     def _train(self, members: list[Trainer]) -> list[TrainResult]:
         for member in members:
             member.stacked_runs = len(members)
-            member._start()
+            member.start()
         steps = {member.run.path.name: member.step for member in members}
         if len(set(steps.values())) > 1:
             raise ValueError(
                 f"the runs resume from different steps ({steps}): train them separately"
             )
-        self._build(members)
+        self.build(members)
         try:
             return self._loop(members)
         finally:
             for member in members:
                 member.close_batches()
 
-    def _build(self, members: list[Trainer]) -> None:
+    def build(self, members: list[Trainer]) -> None:
         first = members[0]
         self.device = first.placement.device
         models = [member.model for member in members]
@@ -400,61 +401,16 @@ class StackedTrainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def _loop(self, members: list[Trainer]) -> list[TrainResult]:
-        first = members[0]
-        total, every = first.config.optim.steps, first.config.eval.every
-        bar = tqdm(
-            total=total,
-            initial=first.step,
-            disable=not self.progress,
-            desc=f"{len(members)} stacked runs",
-        )
-        results: dict[int, TrainResult] = {}
-        loss_sum = torch.zeros(len(members), device=self.device)
-        since_log = 0
-        started = [time.perf_counter() - member.elapsed for member in members]
         self.model.train()
-        step = first.step
-        while step < total and len(results) < len(members):
-            running = [k for k in range(len(members)) if k not in results]
-            try:
-                loss_sum += self._train_step(members)
-            except (RuntimeError, OverflowError) as err:
-                if not _is_overflow(err):
-                    raise
-                reason = f"float overflow in step {step + 1}: {err}"
-                for k in running:
-                    results[k] = self._stop(members[k], started[k], reason)
-                break
-            step += 1
-            since_log += 1
-            bar.update(1)
-            for k in running:
-                members[k].step = step
-            at_eval = step % every == 0 or step == total
-            if step % self.log_every == 0 or at_eval:
-                means = (loss_sum / since_log).tolist()
-                loss_sum.zero_()
-                since_log = 0
-                for k in running:
-                    members[k].scheduler.load_state_dict(self.scheduler.state_dict())
-                    reason = members[k]._log_interval(means[k], time.perf_counter() - started[k])
-                    if reason is not None:
-                        results[k] = self._stop(members[k], started[k], reason)
-                        self.active[k] = False
-            if at_eval:
-                state = self.optimizer.state_dict()
-                for k in running:
-                    if k not in results:
-                        members[k].elapsed = time.perf_counter() - started[k]
-                        self._copy_back(k, members[k], state)
-                        members[k]._evaluate_and_checkpoint()
-        bar.close()
-        for k, member in enumerate(members):
-            if k not in results:
-                results[k] = member._finish("complete")
-        return [results[k] for k in range(len(members))]
+        return train_runs(
+            members,
+            lambda: self.train_step(members),
+            progress=self.progress,
+            log_every=self.log_every,
+            hooks=_CopyBack(self, members),
+        )
 
-    def _train_step(self, members: list[Trainer]) -> torch.Tensor:
+    def train_step(self, members: list[Trainer]) -> torch.Tensor:
         """One optimizer step of every run, each on a batch of its own stream; the runs'
         losses [K], left on the device."""
         first = members[0]
@@ -493,7 +449,7 @@ class StackedTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         return losses.detach()
 
-    def _copy_back(self, run: int, member: Trainer, state: dict[str, Any]) -> None:
+    def copy_back(self, run: int, member: Trainer, state: dict[str, Any]) -> None:
         """Give ``member`` its slice of the stacked weights, AdamW state and schedule, so that
         its evaluation, checkpoint and records are those of the run trained alone."""
         model = member.model
@@ -503,10 +459,28 @@ class StackedTrainer:
         member.optimizer.load_state_dict(run_optimizer_state(state, self.params, run))
         member.scheduler.load_state_dict(self.scheduler.state_dict())
 
-    @staticmethod
-    def _stop(member: Trainer, started: float, reason: str) -> TrainResult:
-        member.elapsed = time.perf_counter() - started
-        return member._finish("diverged", reason)
+
+class _CopyBack(LoopHooks):
+    """Before a run's records are written, give its `Trainer` its slice of the stacked state:
+    the schedule before a log interval (its lr), the weights and AdamW state before an
+    evaluation (`StackedTrainer.copy_back`); a diverged run leaves the backward."""
+
+    def __init__(self, stacked: StackedTrainer, members: list[Trainer]) -> None:
+        self.stacked = stacked
+        self.members = members
+        self._state: tuple[int, dict[str, Any]] | None = None
+
+    def before_log(self, run: int) -> None:
+        self.members[run].scheduler.load_state_dict(self.stacked.scheduler.state_dict())
+
+    def before_evaluation(self, run: int) -> None:
+        step = self.members[run].step
+        if self._state is None or self._state[0] != step:  # one copy per evaluation
+            self._state = (step, self.stacked.optimizer.state_dict())
+        self.stacked.copy_back(run, self.members[run], self._state[1])
+
+    def diverged(self, run: int) -> None:
+        self.stacked.active[run] = False
 
 
 def train_stacked(

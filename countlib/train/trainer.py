@@ -13,7 +13,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -166,7 +166,7 @@ class Trainer:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    def _build(self) -> None:
+    def build(self) -> None:
         cfg = self.config
         # Here rather than in __init__: a completed run is skipped without generating its splits.
         self.splits = {name: self.task.split(name, seed=cfg.eval.seed) for name in self.task.splits}
@@ -261,7 +261,7 @@ class Trainer:
         with self.run.lock(), _torch_threads(self.threads), self.placement.current():
             if self.run.is_complete():  # another process finished it while we waited
                 return self.run_training()
-            self._start()
+            self.start()
             try:
                 return self._loop()
             finally:
@@ -275,19 +275,19 @@ class Trainer:
         summary = self.run.read_final(self.hash)
         return TrainResult(self.run, summary["status"], summary, skipped=True)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """Build the run, resume it from its last checkpoint if it has one, and record this
         start; a fresh run is evaluated (step 0) and checkpointed. Call it holding the lock."""
         # what a writer killed mid-write left behind; nobody else writes them while we lock
         self.run.remove_stale_temp_files()
-        self._build()
+        self.build()
         resuming = self.run.last.exists()
         if resuming:
             self._restore(load_state(self.run.last, self.hash))
         self._start_segment()
         self._write_static_records()
         if not resuming:
-            self._evaluate_and_checkpoint()
+            self.evaluate_and_checkpoint()
 
     def _start_segment(self) -> None:
         """Record this (re)start; refuse to resume a CPU run at another thread count than the
@@ -352,43 +352,14 @@ class Trainer:
         )
 
     def _loop(self) -> TrainResult:
-        cfg = self.config
-        total = cfg.optim.steps
-        bar = tqdm(
-            total=total, initial=self.step, disable=not self.progress, desc=self.run.path.name
-        )
-        loss_sum = torch.zeros((), device=self.placement.device)
-        since_log = 0
-        started = time.perf_counter() - self.elapsed
         self.model.train()
-        while self.step < total:
-            try:
-                loss_sum += self._train_step()
-            except (RuntimeError, OverflowError) as err:
-                if not _is_overflow(err):
-                    raise
-                reason = f"float overflow in step {self.step + 1}: {err}"
-                return self._stop_diverged(bar, started, reason)
-            since_log += 1
-            self.step += 1
-            bar.update(1)
-            at_eval = self.step % cfg.eval.every == 0 or self.step == total
-            if self.step % self.log_every == 0 or at_eval:
-                mean_loss = loss_sum.item() / since_log
-                loss_sum.zero_()
-                since_log = 0
-                reason = self._log_interval(mean_loss, time.perf_counter() - started)
-                if reason is not None:
-                    return self._stop_diverged(bar, started, reason)
-                bar.set_postfix(self._postfix(mean_loss))
-            if at_eval:
-                self.elapsed = time.perf_counter() - started
-                self._evaluate_and_checkpoint()
-                bar.set_postfix(self._postfix(self.train_rows[-1][1]))
-        bar.close()
-        return self._finish("complete")
+        step = self.train_step
+        (result,) = train_runs(
+            [self], lambda: step().view(1), progress=self.progress, log_every=self.log_every
+        )
+        return result
 
-    def _log_interval(self, mean_loss: float, elapsed: float) -> str | None:
+    def log_interval(self, mean_loss: float, elapsed: float) -> str | None:
         """Record the log interval ending at this step; why it diverged, or None."""
         lr = self.scheduler.get_last_lr()[0]
         self.train_rows.append([self.step, mean_loss, lr, round(elapsed, 3)])
@@ -407,10 +378,10 @@ class Trainer:
             )
         return None
 
-    def _stop_diverged(self, bar: tqdm, started: float, reason: str) -> TrainResult:
+    def stop_diverged(self, started: float, reason: str) -> TrainResult:
+        """Finish the run as diverged for ``reason``; ``started``: when its clock started."""
         self.elapsed = time.perf_counter() - started
-        bar.close()
-        return self._finish("diverged", reason)
+        return self.finish("diverged", reason)
 
     def next_batch(self) -> Batch:
         """The run's next training batch, on the host (`countlib.train.stream`)."""
@@ -439,7 +410,7 @@ class Trainer:
             self.data_rng.setstate(self._training_batches.rng_state())
             self._training_batches = None
 
-    def _train_step(self) -> torch.Tensor:
+    def train_step(self) -> torch.Tensor:
         placement = self.placement
         batch = self.next_batch().to(placement.device)
         with placement.autocast():
@@ -465,7 +436,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def _postfix(self, loss: float) -> dict[str, str]:
+    def postfix(self, loss: float) -> dict[str, str]:
         latest = {(row[1], row[2]): row[3] for row in self.eval_rows if row[0] == self._last_eval}
 
         def fmt(value: float | None) -> str:
@@ -517,7 +488,7 @@ class Trainer:
             }
         return self._evaluation_batches
 
-    def _evaluate_and_checkpoint(self) -> None:
+    def evaluate_and_checkpoint(self) -> None:
         results = self.evaluate_all()
         for split, result in results.items():
             for metric, value in result.to_dict().items():
@@ -578,7 +549,7 @@ class Trainer:
                 self.tally_rows[kind],
             )
 
-    def _finish(self, status: str, reason: str = "") -> TrainResult:
+    def finish(self, status: str, reason: str = "") -> TrainResult:
         model = self.model
         final = {(row[1], row[2]): row[3] for row in self.eval_rows if row[0] == self._last_eval}
         summary = {
@@ -607,6 +578,93 @@ class Trainer:
         atomic_write_json(self.run.summary, summary)
         self.run.mark_complete(status)
         return TrainResult(self.run, status, summary)
+
+
+class LoopHooks:
+    """What `train_runs` lets a caller do around each run's records: nothing, for a run trained
+    alone; `countlib.train.stacked` copies a run's slice of the stacked model back first."""
+
+    def before_log(self, run: int) -> None:
+        """Run ``run``'s log interval is about to be recorded."""
+
+    def before_evaluation(self, run: int) -> None:
+        """Run ``run`` is about to be evaluated and checkpointed."""
+
+    def diverged(self, run: int) -> None:
+        """Run ``run`` has just finished as diverged; the others go on."""
+
+
+def train_runs(
+    runs: Sequence[Trainer],
+    step: Callable[[], torch.Tensor],
+    *,
+    progress: bool = True,
+    log_every: int = 50,
+    hooks: LoopHooks | None = None,
+) -> list[TrainResult]:
+    """The training loop, for one run or K trained together: ``step()`` takes one optimizer
+    step of every run and returns their losses [K], left on the device. The runs start at the
+    same step with the same budget and evaluation interval; each logs, diverges (see `Trainer`),
+    evaluates and checkpoints as its own record, and their results come in order.
+
+    A step that overflows float range stops every run still training, as diverged.
+    """
+    hooks = hooks or LoopHooks()
+    first = runs[0]
+    total, every = first.config.optim.steps, first.config.eval.every
+    alone = len(runs) == 1
+    desc = first.run.path.name if alone else f"{len(runs)} stacked runs"
+    bar = tqdm(total=total, initial=first.step, disable=not progress, desc=desc)
+    results: dict[int, TrainResult] = {}
+    loss_sum = torch.zeros(len(runs), device=first.placement.device)
+    since_log = 0
+    started = [time.perf_counter() - run.elapsed for run in runs]
+    at = first.step
+    while at < total and len(results) < len(runs):
+        running = [k for k in range(len(runs)) if k not in results]
+        try:
+            loss_sum += step()
+        except (RuntimeError, OverflowError) as err:
+            if not _is_overflow(err):
+                raise
+            for k in running:
+                results[k] = runs[k].stop_diverged(
+                    started[k], f"float overflow in step {at + 1}: {err}"
+                )
+            break
+        at += 1
+        since_log += 1
+        bar.update(1)
+        for k in running:
+            runs[k].step = at
+        at_eval = at % every == 0 or at == total
+        if at % log_every == 0 or at_eval:
+            # each mean in double precision, from the sum read once
+            means = [value / since_log for value in loss_sum.tolist()]
+            loss_sum.zero_()
+            since_log = 0
+            for k in running:
+                hooks.before_log(k)
+                reason = runs[k].log_interval(means[k], time.perf_counter() - started[k])
+                if reason is not None:
+                    results[k] = runs[k].stop_diverged(started[k], reason)
+                    hooks.diverged(k)
+            if alone and not results:
+                bar.set_postfix(first.postfix(means[0]))
+        if at_eval:
+            for k in running:
+                if k in results:
+                    continue
+                runs[k].elapsed = time.perf_counter() - started[k]
+                hooks.before_evaluation(k)
+                runs[k].evaluate_and_checkpoint()
+            if alone and not results:
+                bar.set_postfix(first.postfix(first.train_rows[-1][1]))
+    bar.close()
+    for k, run in enumerate(runs):
+        if k not in results:
+            results[k] = run.finish("complete")
+    return [results[k] for k in range(len(runs))]
 
 
 @contextmanager

@@ -1,0 +1,187 @@
+"""The family notebooks, ``notebooks/<page>.ipynb``, written from `countlib.families.PAGES`.
+
+Every family page is the same notebook but for its title, introduction and default grid, so
+the notebooks are generated, not copied: a page added to `PAGES` (or a page's defaults changed)
+is one edit there and ``python -m countlib.notebooks``. A test checks that the notebooks in the
+repository are the ones this module writes. What a page does lives in `countlib.report`.
+
+    python -m countlib.notebooks            # rewrite the family notebooks
+    python -m countlib.notebooks --check    # exit 1 naming the notebooks that are out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from countlib.families import PAGES, FamilyPage, page_families
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+#: The parameters every family page has, after its own grid (papermill overrides them).
+_COMMON_HEAD = """\
+# Parameters (papermill overrides these).
+profile = None  # "smoke", "paper-lite" or "paper": this family's runs of that profile
+# or a sweep spec (countlib.sweep), e.g. {{"grid": [{{"task": "mod10", "model": "{model}"}}]}}
+grid = None
+# Neither given: this small CPU grid.
+task = "shifted_start"
+"""
+_COMMON_TAIL = """\
+steps = {steps}
+seeds = [1234]
+lr = {lr}  # None: the family default
+warmup = {warmup}  # None: the family default
+eval_every = 500
+# Where and how the runs train
+manifest = None  # a run manifest (countlib book writes one): show exactly its runs
+train = True  # False: only show runs that already exist
+runs_dir = "runs"
+device = "cpu"
+executor = "sequential"  # sequential, pool or ray (see countlib.sweep)
+workers = None
+rule = "best_ood"  # checkpoint rule of the tables: best_ood (the paper's), best_val or final"""
+_SHOW = """\
+import pandas as pd
+from IPython.display import Markdown, display
+
+from countlib import report
+
+pd.set_option("display.max_rows", 500)  # the book shows whole tables
+FAMILIES = {families}
+entry = {{
+{entry}
+}}
+page = report.family_runs(
+    FAMILIES,
+    runs_dir,
+    manifest=manifest,
+    profile=profile,
+    grid=grid,
+    default=report.own_grid(
+        entry, steps=steps, eval_every=eval_every, seeds=seeds, lr=lr, warmup=warmup
+    ),
+    train=train,
+    device=device,
+    executor=executor,
+    workers=workers,
+)
+display(Markdown(page.scale_line("this page")))"""
+_RESULTS = (
+    "## IND / OOD\n\nBest of the seeds and median of the seeds, each run at the checkpoint "
+    "`rule` picks: `best_ood` selects on the OOD split itself (the paper's protocol), "
+    "`best_val` on validation. `success` means best OOD >= 95 %."
+)
+
+
+def family_notebook(name: str) -> dict[str, Any]:
+    """The notebook of family page ``name`` (nbformat 4, without outputs)."""
+    page = PAGES[name]
+    families = page_families(name)
+    sources = [
+        ("markdown", f"# {page.title}\n\n{page.intro}"),
+        ("code", _parameters(page, families)),
+        ("code", _SHOW.format(families=_python(families), entry=_entry(page))),
+        ("markdown", _RESULTS),
+        ("code", f"report.show_runs(page, rule=rule, headline=f\"{name}-{{profile or 'grid'}}\")"),
+    ]
+    cells = [_cell(kind, source, f"{name.replace('_', '-')}-{i}") for i, (kind, source) in
+             enumerate(sources)]  # fmt: skip
+    cells[1]["metadata"] = {"tags": ["parameters"]}
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def _parameters(page: FamilyPage, families: list[str]) -> str:
+    models = page.parameters.get("models")
+    example = page.model or (models.default[0] if models else families[0])
+    lines = [_COMMON_HEAD.format(model=example).rstrip("\n")]
+    for parameter, grid in page.parameters.items():
+        comment = f"  # {grid.comment}" if grid.comment else ""
+        lines.append(f"{parameter} = {_python(grid.default)}{comment}")
+    tail = {"steps": page.steps, "lr": _python(page.lr), "warmup": _python(page.warmup)}
+    lines.append(_COMMON_TAIL.format(**tail))
+    return "\n".join(lines)
+
+
+def _entry(page: FamilyPage) -> str:
+    """The default grid entry's lines, as code over the notebook's parameters."""
+    keys = {"task": "task"}
+    if page.model is not None:
+        keys["model"] = _python(page.model)
+    keys |= {grid.key: parameter for parameter, grid in page.parameters.items()}
+    return "\n".join(f'    "{key}": {value},' for key, value in keys.items())
+
+
+def _python(value: Any) -> str:
+    """``value`` as Python source in the notebooks' style (double-quoted strings)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_python(item) for item in value) + "]"
+    return repr(value)
+
+
+def _cell(kind: str, source: str, cell_id: str) -> dict[str, Any]:
+    cell: dict[str, Any] = {
+        "cell_type": kind,
+        "id": cell_id,
+        "metadata": {},
+        "source": source.splitlines(keepends=True),
+    }
+    if kind == "code":
+        cell |= {"execution_count": None, "outputs": []}
+    return cell
+
+
+def notebook_text(name: str) -> str:
+    """The file ``notebooks/<name>.ipynb`` as this module writes it."""
+    # sorted keys and one-space indents: as Jupyter writes a notebook
+    return json.dumps(family_notebook(name), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def stale_notebooks(folder: Path = NOTEBOOKS) -> list[str]:
+    """The family pages whose notebook in ``folder`` is missing or differs from `notebook_text`."""
+    return [
+        name
+        for name in PAGES
+        if not (folder / f"{name}.ipynb").exists()
+        or (folder / f"{name}.ipynb").read_text() != notebook_text(name)
+    ]
+
+
+def write_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    written = []
+    for name in PAGES:
+        path = folder / f"{name}.ipynb"
+        path.write_text(notebook_text(name))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report stale notebooks")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_notebooks()
+        for name in stale:
+            print(f"notebooks/{name}.ipynb is out of date: python -m countlib.notebooks")
+        return 1 if stale else 0
+    for path in write_notebooks():
+        print(f"wrote {path.relative_to(NOTEBOOKS.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
