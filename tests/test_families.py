@@ -9,10 +9,12 @@ import textwrap
 import pytest
 import torch
 
+from countlib import report
 from countlib.book import book_pages, toc
 from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.families import MODELS, PAGES, Family, FamilyPage, PageParameter, page_families
 from countlib.models import build_model, get_family, model_config
+from countlib.models.positions import PE_SCHEMES
 from countlib.notebooks import family_notebook, stale_notebooks
 from countlib.sweep import run_sweep
 from countlib.train.placement import AUTOCAST_DTYPES
@@ -86,6 +88,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from countlib.models.positions import PositionScheme
+
 
 @dataclass
 class ToyConfig:
@@ -108,6 +112,19 @@ class ToyModel(nn.Module):
 
     def token_embedding(self):
         return self.embedding
+
+
+class ToyScheme(PositionScheme):
+    """A learned scalar per position, added to the Transformer's input."""
+
+    combines, attention, reads_positions = True, False, True
+    float_positions, table, causal_only = False, True, False
+
+    def build(self, model):
+        model.toy_bias = nn.Embedding(self.config.max_positions, 1)
+
+    def embed(self, model, h, position_ids):
+        return h + model.toy_bias(position_ids)
 '''
 
 
@@ -137,6 +154,9 @@ def toy_family(tmp_path, monkeypatch):
     page = FamilyPage("Toy", "A family added by a test.", {"hidden": PageParameter("hidden", 8)},
                       steps=10, model="toy")  # fmt: skip
     monkeypatch.setitem(PAGES, "train_toy", page)
+    from toy_models.toy import ToyScheme
+
+    monkeypatch.setitem(PE_SCHEMES, "toy", ToyScheme)  # and a positional scheme
     return "toy"
 
 
@@ -149,6 +169,25 @@ def test_a_family_added_to_the_catalogue_alone_is_tested_trained_and_shown(toy_f
     assert "# Toy\n" in source and 'FAMILIES = ["toy"]' in source and '"model": "toy"' in source
     # the notebook is the one a page needs: written, it is what the check compares against
     assert "train_toy" in stale_notebooks(REPO / "notebooks")
+
+
+def test_a_family_page_trains_and_shows_the_toy_family_and_the_toy_scheme(toy_family, tmp_path):
+    """What the pages' notebooks run (`countlib.report.family_runs`): the toy family on its own
+    page, and the Transformer with the toy scheme on the Transformer's."""
+    grid = {"steps": 4, "eval_every": 2, "seeds": [1], "lr": None, "warmup": 0}
+    cells = {
+        "toy": {"task": "mod10", "model": "toy", "hidden": 8},
+        "transformer": {"task": "mod10", "model": "transformer", "pe": "toy"}
+        | get_family("transformer").tiny_options,
+    }
+    for family, entry in cells.items():
+        default = report.own_grid(entry, **grid)
+        page = report.family_runs([family], tmp_path / "runs", default=default, device="cpu")
+        (run,) = page.runs.itertuples()
+        assert run.model == family and run.status == "complete"
+        summary = report.summary_table(page.runs)
+        assert len(summary) == 1 and summary["best_ood"].between(0, 1).all()
+    assert "toy" in set(report.summary_table(page.runs)["pe"])
 
 
 def test_a_forgotten_fact_fails_naming_the_family(toy_family, monkeypatch):
