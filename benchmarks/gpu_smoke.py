@@ -25,12 +25,17 @@ from typing import Any
 
 from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.models import MODELS, backend_names, backend_notes, get_family
+from countlib.paper import DEPTHS, PAPER_TRANSFORMER
 from countlib.train.trainer import Trainer
 
-#: The paper's Transformer (protocol.md: 4 layers, width 1024, 8 heads); the recurrent families
-#: at their registered defaults, the sizes their CPU profiles train.
+#: The paper's Transformer at its deepest (protocol.md), with RoPE; the recurrent families at
+#: their registered defaults, the sizes their CPU profiles train.
 PAPER_OPTIONS: dict[str, dict[str, Any]] = {
-    "transformer": {"layers": 4, "hidden": 1024, "heads": 8, "pe": "rope"},
+    "transformer": {
+        **{k: v for k, v in PAPER_TRANSFORMER.items() if k != "model"},
+        "layers": max(DEPTHS),
+        "pe": "rope",
+    },
 }
 HEADER = f"{'family':16s} {'result':8s} {'precision':9s} {'steps/s':>8s}  device   backends"
 
