@@ -131,6 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             every=args.eval_every,
             shift_samples=args.shift_samples,
             keep_weights=args.keep_weights,
+            plateau_evals=args.plateau_evals,
+            plateau_tolerance=args.plateau_tolerance,
         ),
         seed=args.seed,
         aux_share=args.aux_share,
@@ -346,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-weights",
         action="store_true",
         help="keep each evaluation's weights (RUN_DIR/evaluations/), for --what development",
+    )
+    tr.add_argument(
+        "--plateau-evals",
+        type=int,
+        metavar="K",
+        help="stop when neither IND nor OOD has risen by more than --plateau-tolerance at any "
+        "of the last K evaluations (--steps is then a cap); default: train to --steps",
+    )
+    tr.add_argument(
+        "--plateau-tolerance",
+        type=float,
+        help="accuracy in [0, 1) a rise must exceed to count (default 0.01, one point)",
     )
     tr.add_argument("--seed", type=int, default=1234)
     tr.add_argument("--aux-share", type=float, help="auxiliary share for mixture tasks")

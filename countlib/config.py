@@ -68,6 +68,10 @@ def _betas(value: Any) -> tuple[float, float]:
     return pair
 
 
+#: A plateau rule's tolerance unless a run sets its own: one point of accuracy.
+PLATEAU_TOLERANCE = 0.01
+
+
 @dataclass
 class EvalConfig:
     every: int = 1000
@@ -79,10 +83,26 @@ class EvalConfig:
     #: development analysis. Not part of `RunConfig.config_hash`: it changes what is kept on
     #: disk, not what is trained.
     keep_weights: bool = False
+    #: Stop on a plateau (`countlib.train.trainer.plateaued`): when neither IND nor OOD has
+    #: risen by more than ``plateau_tolerance`` (accuracy, 0-1) at any of the last
+    #: ``plateau_evals`` evaluations over the best before them; ``optim.steps`` is then a cap.
+    #: None: train to ``optim.steps``. Part of the run's identity when set, and left out of its
+    #: records when not, so runs recorded before the rule keep their names and files.
+    plateau_evals: int | None = None
+    plateau_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_at_least(self, 1, "every", "batch_size", "shift_samples")
+        if self.plateau_evals is not None and self.plateau_evals < 1:
+            raise ValueError(f"plateau_evals must be at least 1, got {self.plateau_evals}")
+        if self.plateau_tolerance is not None:
+            if self.plateau_evals is None:
+                raise ValueError("plateau_tolerance needs plateau_evals (the evaluations to wait)")
+            if not 0 <= self.plateau_tolerance < 1:
+                raise ValueError(
+                    f"plateau_tolerance is an accuracy in [0, 1), got {self.plateau_tolerance}"
+                )
 
 
 def _section(cls: type, value: dict[str, Any], name: str) -> Any:
@@ -193,12 +213,21 @@ class RunConfig:
             position_scheme=scheme,
             # a fixed position scheme gives the same ids on every draw: one draw is all of them
             eval=dataclasses.replace(
-                self.eval, shift_samples=self.eval.shift_samples if scheme in RANDOM_SCHEMES else 1
+                self.eval,
+                shift_samples=self.eval.shift_samples if scheme in RANDOM_SCHEMES else 1,
+                plateau_tolerance=(
+                    PLATEAU_TOLERANCE
+                    if self.eval.plateau_evals is not None and self.eval.plateau_tolerance is None
+                    else self.eval.plateau_tolerance
+                ),
             ),
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["eval"]["plateau_evals"] is None:
+            # no plateau rule: the record, and so the identity, of runs before the rule existed
+            del data["eval"]["plateau_evals"], data["eval"]["plateau_tolerance"]
         if data["optim"]["betas"] is not None:
             data["optim"]["betas"] = list(data["optim"]["betas"])
         return data

@@ -35,6 +35,8 @@ EVAL_KEYS = {
     "eval_batch_size": "batch_size",
     "shift_samples": "shift_samples",
     "keep_weights": "keep_weights",
+    "plateau_evals": "plateau_evals",
+    "plateau_tolerance": "plateau_tolerance",
 }
 
 

@@ -479,7 +479,7 @@ class _CopyBack(LoopHooks):
             self._state = (step, self.stacked.optimizer.state_dict())
         self.stacked.copy_back(run, self.members[run], self._state[1])
 
-    def diverged(self, run: int) -> None:
+    def stopped(self, run: int) -> None:
         self.stacked.active[run] = False
 
 

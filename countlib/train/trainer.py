@@ -549,7 +549,23 @@ class Trainer:
                 self.tally_rows[kind],
             )
 
-    def finish(self, status: str, reason: str = "") -> TrainResult:
+    def plateaued(self) -> bool:
+        """Whether the run's plateau rule (``eval.plateau_evals``) says stop now (`plateaued`)."""
+        rule = self.config.eval
+        if rule.plateau_evals is None:
+            return False
+        return plateaued(self.trained_history(), rule.plateau_evals, rule.plateau_tolerance)
+
+    def trained_history(self) -> list[tuple[float | None, float | None]]:
+        """(IND, OOD) of every trained evaluation (step > 0), in order."""
+        values = {(row[0], row[1], row[2]): row[3] for row in self.eval_rows if row[0] > 0}
+        steps = sorted({step for step, _, _ in values})
+        ind, ood = ("val", self.task.ind_metric), ("ood", self.task.ood_metric)
+        return [(values.get((s, *ind)), values.get((s, *ood))) for s in steps]
+
+    def finish(self, status: str, reason: str = "", *, plateau: bool = False) -> TrainResult:
+        """Write the run's final records. ``plateau``: it stopped on its plateau rule rather
+        than at its cap (``optim.steps``); a run with the rule records which, and the step."""
         model = self.model
         final = {(row[1], row[2]): row[3] for row in self.eval_rows if row[0] == self._last_eval}
         summary = {
@@ -574,6 +590,13 @@ class Trainer:
             "metrics": self.task.recorded_metrics,
             "note": BEST_CHECKPOINT_NOTE,
         }
+        if self.config.eval.plateau_evals is not None and status == "complete":
+            summary["stop"] = {
+                "reason": "plateau" if plateau else "cap",
+                "step": self.step,
+                # at the cap: whether it had plateaued there all the same, or was still improving
+                "plateaued": plateau or self.plateaued(),
+            }
         self._write_history()
         atomic_write_json(self.run.summary, summary)
         self.run.mark_complete(status)
@@ -590,8 +613,8 @@ class LoopHooks:
     def before_evaluation(self, run: int) -> None:
         """Run ``run`` is about to be evaluated and checkpointed."""
 
-    def diverged(self, run: int) -> None:
-        """Run ``run`` has just finished as diverged; the others go on."""
+    def stopped(self, run: int) -> None:
+        """Run ``run`` has just finished (diverged, or on its plateau rule); the others go on."""
 
 
 def train_runs(
@@ -607,7 +630,9 @@ def train_runs(
     same step with the same budget and evaluation interval; each logs, diverges (see `Trainer`),
     evaluates and checkpoints as its own record, and their results come in order.
 
-    A step that overflows float range stops every run still training, as diverged.
+    A step that overflows float range stops every run still training, as diverged. A run
+    with a plateau rule (``eval.plateau_evals``) stops at the evaluation that meets it, also
+    when it resumes from a checkpoint that already did.
     """
     hooks = hooks or LoopHooks()
     first = runs[0]
@@ -620,6 +645,10 @@ def train_runs(
     since_log = 0
     started = [time.perf_counter() - run.elapsed for run in runs]
     at = first.step
+    for k, run in enumerate(runs):
+        if 0 < at < total and run.plateaued():  # killed between an evaluation and its finish
+            results[k] = run.finish("complete", plateau=True)
+            hooks.stopped(k)
     while at < total and len(results) < len(runs):
         running = [k for k in range(len(runs)) if k not in results]
         try:
@@ -648,7 +677,7 @@ def train_runs(
                 reason = runs[k].log_interval(means[k], time.perf_counter() - started[k])
                 if reason is not None:
                     results[k] = runs[k].stop_diverged(started[k], reason)
-                    hooks.diverged(k)
+                    hooks.stopped(k)
             if alone and not results:
                 bar.set_postfix(first.postfix(means[0]))
         if at_eval:
@@ -658,6 +687,9 @@ def train_runs(
                 runs[k].elapsed = time.perf_counter() - started[k]
                 hooks.before_evaluation(k)
                 runs[k].evaluate_and_checkpoint()
+                if at < total and runs[k].plateaued():
+                    results[k] = runs[k].finish("complete", plateau=True)
+                    hooks.stopped(k)
             if alone and not results:
                 bar.set_postfix(first.postfix(first.train_rows[-1][1]))
     bar.close()
@@ -665,6 +697,24 @@ def train_runs(
         if k not in results:
             results[k] = run.finish("complete")
     return [results[k] for k in range(len(runs))]
+
+
+def plateaued(
+    history: Sequence[tuple[float | None, float | None]], evaluations: int, tolerance: float
+) -> bool:
+    """Whether a run whose trained evaluations gave ``history`` ((IND, OOD) each, in order)
+    has plateaued: it has more than ``evaluations`` of them, and at none of the last
+    ``evaluations`` did IND or OOD rise above the best before them by more than ``tolerance``.
+    A plateau below the fit bar is a plateau too: that is what failing to fit means."""
+    if len(history) <= evaluations:
+        return False
+    before, recent = history[:-evaluations], history[-evaluations:]
+    for metric in (0, 1):
+        earlier = [point[metric] for point in before if point[metric] is not None]
+        later = [point[metric] for point in recent if point[metric] is not None]
+        if later and (not earlier or max(later) > max(earlier) + tolerance):
+            return False
+    return True
 
 
 @contextmanager
