@@ -86,3 +86,26 @@ def test_the_gpu_benchmark_measures_every_family_the_paper_profile_trains(bench)
     trained = {run.config.model for run in get_profile("paper")}
     measured = {spec.partition(":")[0] for spec in bench.GPU_CONFIGS}
     assert trained <= measured, sorted(trained - measured)
+
+
+def test_same_records_tells_identical_runs_from_changed_ones(tmp_path):
+    from countlib.config import EvalConfig, OptimConfig, RunConfig
+    from countlib.train import train
+
+    config = RunConfig(
+        task="mod10",
+        model="lstm",
+        model_options={"hidden": 8},
+        optim=OptimConfig(steps=4, batch_size=4),
+        eval=EvalConfig(every=2, batch_size=64),
+    )
+    for name in ("before", "after"):
+        train(config, tmp_path / name, device="cpu", progress=False)
+    compare = [sys.executable, str(REPO / "benchmarks" / "same_records.py")]
+    compare += [tmp_path / "before", tmp_path / "after"]
+    same = subprocess.run(compare, capture_output=True)
+    assert same.returncode == 0 and b"1 runs: the same records" in same.stdout
+    eval_log = tmp_path / "after" / config.run_name() / "eval.csv"
+    eval_log.write_text(eval_log.read_text().replace("0.", "1.", 1))
+    changed = subprocess.run(compare, capture_output=True)
+    assert changed.returncode == 1 and b"eval.csv differs" in changed.stdout
