@@ -63,6 +63,12 @@ def _read(cells: Cells, ref: CellRef) -> Mapping[str, Any] | None:
     return None if found is None or found.get("missing", True) else found
 
 
+def _usable(found: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A control cell, unless it is a structural check (`countlib.tables`), which decides
+    nothing, not even whether its task can be fitted at this scale."""
+    return None if found is None or found.get("structural") else found
+
+
 def _where(ref: CellRef) -> str:
     table, row, column = ref
     return f"Table {table}, {row}, {column}"
@@ -100,6 +106,9 @@ class Condition:
         found = _read(cells, self.ref)
         if found is None:
             return Outcome(UNDECIDED, (f"{where}: missing",))
+        if found.get("structural"):  # trained only to check that it runs (`countlib.tables`)
+            note = f"{where}: structural check, {found['budget']:,} steps: not a result"
+            return Outcome(UNDECIDED, (note,))
         # fitting is the best validation IND of the cell's seeds (`countlib.tables.cell`
         # ``fit_ind``); OOD is the table's statistic over the seeds that fitted (``fit_ood``), as
         # a seed that never fitted says nothing, however high its OOD
@@ -127,7 +136,7 @@ class Condition:
 
     def _judge_fails_to_fit(self, cells: Cells, reads: str, fit: float) -> Outcome:
         assert self.control is not None
-        control = _read(cells, self.control)
+        control = _usable(_read(cells, self.control))
         if control is None or _against("", control["fit_ind"], ">=", FIT_IND)[0] != HOLDS:
             why = "missing" if control is None else f"best IND {percent(control['fit_ind'])}"
             note = f"{reads}: control {_where(self.control)} does not fit clearly ({why})"
@@ -137,7 +146,7 @@ class Condition:
 
     def _judge_no_worse(self, cells: Cells, reads: str, ood: float) -> Outcome:
         assert self.control is not None
-        control = _read(cells, self.control)
+        control = _usable(_read(cells, self.control))
         fitted = None if control is None else _against("", control["fit_ind"], ">=", FIT_IND)[0]
         if control is None or fitted != HOLDS or math.isnan(control["fit_ood"]):
             why = "missing" if control is None else f"best IND {percent(control['fit_ind'])}"

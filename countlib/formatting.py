@@ -25,6 +25,8 @@ def generalised(ind: float, ood: float) -> bool:
 
 #: The shading of a result that is `generalised` (inline: notebook outputs keep no CSS).
 SUCCESS_STYLE = 'style="background-color:#c8e6c9"'
+#: The grey of a cell that decides nothing (a structural check, `countlib.tables`): inline too.
+STRUCTURAL_STYLE = 'style="color:#757575"'
 #: Run-table columns that tell configurations apart, in the order a label names them.
 CONFIG_COLUMNS = ("model", "pe", "layers", "hidden", "heads", "causal", "head_size", "lr")
 

@@ -15,6 +15,12 @@ another scale (seeds, steps, width) is expected to differ: a cell out of range i
 report, not an error. `agreement` counts the cells of a table that agree; `render_html` states
 the count under the table.
 
+A cell whose runs were all trained below the shortest budget any claim-deciding profile gives a
+claim's cell (`structural_check`: the smoke and laptop profiles' 100-step fillers) decides
+nothing: it reads "structural check, N steps: not a result" in grey, keeps the paper's value
+beside it, names the command that trains it at a deciding scale (`deciding_command`), and is
+never shaded a success nor compared with the paper.
+
 The Findings page shows the claims (`countlib.claims`) judged on these cells: `findings_html`,
 `verdict_matrix_html` and `own_findings_html` render the verdicts.
 """
@@ -23,16 +29,26 @@ from __future__ import annotations
 
 import html
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from countlib.claims import FAILS, HOLDS, UNDECIDED, Finding
-from countlib.formatting import FIT_IND, SUCCESS_STYLE, config_labels, generalised, percent
+from countlib.claims import FAILS, HOLDS, UNDECIDED, CellRef, Finding
+from countlib.formatting import (
+    FIT_IND,
+    STRUCTURAL_STYLE,
+    SUCCESS_STYLE,
+    config_labels,
+    generalised,
+    percent,
+)
 from countlib.paper import PAPER_TABLES, TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
+from countlib.profiles import DECIDING, claim_plan
 from countlib.results import aggregate
 from countlib.train.records import precision_name
 
@@ -49,6 +65,14 @@ __all__ = [
 #: How far (fraction, 0.05 = 5 points) the paper's OOD may lie outside the seeds' OOD range of a
 #: cell and still count as in range.
 PAPER_TOLERANCE = 0.05
+
+#: The shortest budget (steps) with which a claim-deciding profile (`countlib.profiles.DECIDING`)
+#: trains a cell that a claim reads, each budget chosen where selection saw cells fit (500 steps
+#: today): a run planned shorter was never meant to fit, so its numbers decide nothing.
+DECIDING_STEPS: int = min(rule.settings["steps"] for rules in DECIDING.values() for rule in rules)
+#: The profile that trains every table cell past the fillers: a cell no CPU profile trains for a
+#: claim is decided there (`countlib.profiles.deciding_profiles` points undecided claims to it).
+WHOLE_GRID_PROFILE = "paper-lite"
 
 
 def table_runs(runs: pd.DataFrame, spec: PaperTable) -> pd.DataFrame:
@@ -71,8 +95,48 @@ def _select(runs: pd.DataFrame, *filters: Filter) -> pd.DataFrame:
     return runs[mask]
 
 
+def structural_check(runs: pd.DataFrame) -> bool:
+    """Whether runs decide nothing: each was planned for fewer steps than `DECIDING_STEPS`.
+
+    The rule reads only the budget each run's config.json records (``steps_planned`` of
+    `countlib.results.load_runs`), so it needs no profile and no manifest: a run is classed the
+    same in any book, spec or runs directory, older records included, and a profile's filler
+    budget (100 steps in ``countlib.profiles``) is not written here again. It agrees with the
+    profiles' own account of each run (`countlib.profiles.explain`: every "structural check" of
+    the smoke and laptop profiles is below the threshold, every run trained for a claim is not;
+    tests/test_table_cells.py checks both). It is the budget as planned, not the steps trained:
+    a run that diverged early is a result (a divergence), not a check. Runs without a recorded
+    budget are never structural checks, nor is an empty set of runs.
+    """
+    if not len(runs) or "steps_planned" not in runs:
+        return False
+    steps = pd.to_numeric(runs["steps_planned"], errors="coerce")
+    return bool(steps.notna().all() and (steps < DECIDING_STEPS).all())
+
+
+@cache
+def _deciding_profiles() -> dict[CellRef, str]:
+    """Per table cell, the smallest claim-deciding profile that trains it for a claim."""
+    found: dict[CellRef, str] = {}
+    for name in reversed(DECIDING):  # DECIDING lists the smallest profile first: it wins
+        for planned in claim_plan(DECIDING[name]):
+            if planned.rule is not None:
+                found |= dict.fromkeys(planned.cells, name)
+    return found
+
+
+def deciding_command(spec: PaperTable, row: str, column: str) -> str:
+    """The command that trains a table cell at a scale meant to decide it: the smallest profile
+    that trains the cell for a claim, else `WHOLE_GRID_PROFILE`, restricted to the runs of the
+    cell's table."""
+    profile = _deciding_profiles().get((spec.key, row, column), WHOLE_GRID_PROFILE)
+    return f"countlib book --profile {profile} --table {spec.runs_of}"
+
+
 def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule: str) -> dict:
-    """IND / OOD of one cell with its seeds' OOD range, or {"missing": True} without runs."""
+    """IND / OOD of one cell with its seeds' OOD range, or {"missing": True} without runs;
+    ``structural`` says whether its runs decide nothing (`structural_check`), and ``budget``
+    then gives their planned steps."""
     chosen = _select(runs, row, column)
     finished = chosen[chosen["status"] != "incomplete"] if len(chosen) else chosen
     if not len(finished):
@@ -92,6 +156,7 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         if len(fitted_runs)
         else float("nan")
     )
+    structural = structural_check(finished)
     return {
         "missing": False,
         "ind": agg[f"{spec.statistic}_ind"],
@@ -106,6 +171,8 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         # seeds that never fitted their training data: their OOD says nothing
         "unfit": int((fitted < FIT_IND).sum()),
         "incomplete": len(chosen) - len(finished),
+        "structural": structural,
+        "budget": int(finished["steps_planned"].max()) if structural else None,
     }
 
 
@@ -120,8 +187,9 @@ def table_frame(runs: pd.DataFrame, spec: PaperTable, rule: str = "best_ood") ->
 
 def in_paper_range(c: dict, paper: tuple[float, float] | None) -> bool | None:
     """Whether the paper's OOD lies in the cell's seed range ± `PAPER_TOLERANCE`; None when
-    the paper has no such cell or countlib has no OOD for it."""
-    if paper is None or c["missing"] or pd.isna(c["ood_min"]):
+    the paper has no such cell, countlib has no OOD for it, or its runs decide nothing (a
+    structural check is never compared with the paper)."""
+    if paper is None or c["missing"] or c.get("structural") or pd.isna(c["ood_min"]):
         return None
     gap = max(c["ood_min"] - paper[1], paper[1] - c["ood_max"], 0.0)
     # rounded: a gap of exactly 5 points is in range; bool: numpy's would fail `is True`
@@ -143,9 +211,29 @@ def _paper_html(c: dict, paper: tuple[float, float] | None) -> str:
     return f'<small class="cl-paper {cls}" title="{title}">{text}, {word}</small>'
 
 
-def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str:
+def _structural_html(
+    c: dict, paper: tuple[float, float] | None, run_link: str, command: str
+) -> str:
+    """A structural check: grey, its numbers only in the link's title (they decide nothing), the
+    paper's value without a range verdict, and the command that would decide the cell."""
+    numbers = f"IND {percent(c['ind'])} / OOD {percent(c['ood'])}"
+    title = html.escape(f"{numbers} after {c['budget']:,} steps; runs: {', '.join(c['runs'])}")
+    text = f"structural check, {c['budget']:,} steps: not a result"
+    href = f"{run_link}{html.escape(c['best_run'])}"
+    link = f'<a href="{href}" title="{title}" {STRUCTURAL_STYLE}>{text}</a>'
+    decide = f"<small>to decide it: <code>{html.escape(command)}</code></small>"
+    return (
+        f'<td class="cl-structural" {STRUCTURAL_STYLE}>{link}<br>{_paper_html(c, paper)}'
+        f"<br>{decide}</td>"
+    )
+
+
+def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str, command: str = "") -> str:
+    """A cell's HTML; ``command`` (`deciding_command`) is what a structural check names."""
     if c["missing"]:
         return f'<td class="cl-missing">missing<br>{_paper_html(c, paper)}</td>'
+    if c["structural"]:
+        return _structural_html(c, paper, run_link, command)
     ok = generalised(c["fit_ind"], c["fit_ood"])
     runs = html.escape(", ".join(c["runs"]))
     text = f"{percent(c['ind'])} / {percent(c['ood'])}"
@@ -162,7 +250,8 @@ def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str) -> str
 
 
 def agreement(frame: pd.DataFrame, spec: PaperTable) -> dict[str, int]:
-    """Counts of a table's cells: all, in the paper, with both values, in range, missing here."""
+    """Counts of a table's cells: all, in the paper, compared (both values, not a structural
+    check), in range, missing here, structural checks."""
     pairs = [
         (c, paper_value(spec.paper_key, row_label, col_label))
         for row_label, row in frame.iterrows()
@@ -175,6 +264,7 @@ def agreement(frame: pd.DataFrame, spec: PaperTable) -> dict[str, int]:
         "both": sum(v is not None for v in verdicts),
         "in_range": sum(v is True for v in verdicts),
         "missing": sum(bool(c["missing"]) for c, _ in pairs),
+        "structural": sum(bool(c.get("structural")) for c, _ in pairs),
     }
 
 
@@ -188,9 +278,15 @@ def _agreement_html(counts: dict[str, int], spec: PaperTable) -> str:
         if counts["both"]
         else "No cell has both a countlib and a paper value"
     )
+    structural = (
+        "; structural checks, trained too briefly to decide anything and not compared: "
+        f"{counts['structural']}"
+        if counts["structural"]
+        else ""
+    )
     text = (
         f"{compared}. Of the {counts['cells']} cells, the paper reports {counts['paper']} and "
-        f"countlib has no runs for {counts['missing']}. Paper values: {CITATION}, "
+        f"countlib has no runs for {counts['missing']}{structural}. Paper values: {CITATION}, "
         f"Table {spec.paper_key}. {PAPER_NOTES.get(spec.paper_key, '')}"
     )
     return f'<p class="cl-agreement">{html.escape(text.strip())}</p>'
@@ -198,12 +294,18 @@ def _agreement_html(counts: dict[str, int], spec: PaperTable) -> str:
 
 def render_html(frame: pd.DataFrame, spec: PaperTable, run_link: str = "provenance.html#") -> str:
     """HTML table: cells 'IND / OOD' in percent, shaded where OOD >= 95 %, linked to runs, each
-    with the paper's value beside it; under the table, how many cells agree with the paper."""
+    with the paper's value beside it (structural checks in grey, with the command that decides
+    them); under the table, how many cells agree with the paper."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     body = []
     for label, row in frame.iterrows():
         tds = [
-            _cell_html(c, paper_value(spec.paper_key, label, col), run_link)
+            _cell_html(
+                c,
+                paper_value(spec.paper_key, label, col),
+                run_link,
+                deciding_command(spec, label, col) if c.get("structural") else "",
+            )
             for col, c in row.items()
         ]
         body.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(tds)}</tr>")
@@ -258,6 +360,43 @@ def provenance_html(runs: pd.DataFrame) -> str:
         rows.append(f'<tr id="{html.escape(run["run"])}">{tds}</tr>')
     head = "".join(f"<th>{c}</th>" for c in columns)
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p>No runs.</p>"
+
+
+def _machine(env: Mapping[str, Any]) -> str:
+    """A machine as the Findings page names it: the GPU (CUDA, driver) if any, the processor,
+    torch and the libraries that set its arithmetic; "unknown" for what a record lacks (records
+    written before countlib recorded the libraries, or where a probe failed)."""
+
+    def known(key: str) -> str:
+        return "unknown" if env.get(key) is None else str(env[key])
+
+    cpu = f"{known('cpu_count')} x {env['cpu']}" if env.get("cpu") else "processor unknown"
+    blas = " ".join(str(env[k]) for k in ("torch_blas", "torch_blas_version") if env.get(k))
+    libraries = (
+        f"CPU capability {known('cpu_capability')}, BLAS {blas or 'unknown'}, "
+        f"oneDNN {known('onednn')}"
+    )
+    machine = f"{cpu}, torch {known('torch')} ({libraries})"
+    if str(env.get("device", "")).startswith("cuda"):
+        gpu = f"{known('device_name')} (CUDA {known('cuda')}, driver {known('cuda_driver')})"
+        machine = f"{gpu} with {machine}"
+    return machine
+
+
+def machines_line(runs: pd.DataFrame) -> str:
+    """One line naming the machine(s) ``runs`` (a run table with ``path``) were trained on, each
+    with its number of runs, most first, from the runs' environment.json. A run resumed on
+    another machine counts for the last one: environment.json describes its latest segment."""
+    machines: Counter[str] = Counter()
+    for path in runs["path"] if len(runs) else ():
+        record = Path(path) / "environment.json"
+        machines[_machine(json.loads(record.read_text()) if record.exists() else {})] += 1
+    if not machines:
+        return "Trained on: no finished runs."
+    listed = "; ".join(
+        f"{machine}, {n} run{'' if n == 1 else 's'}" for machine, n in machines.most_common()
+    )
+    return f"Trained on: {listed}."
 
 
 # -- the claims' verdicts (the Findings page) ---------------------------------------------------

@@ -80,6 +80,7 @@ def test_the_book_trains_the_spec_and_renders_every_page(tiny_book):
     assert "have no results" not in rnn
     findings = page(tiny_book, "findings")
     assert f"{len(CLAIMS)} claims:" in findings and 'id="claim-19"' in findings
+    assert "Trained on: " in findings and ", 10 runs." in findings  # one machine, every run
     assert 'id="claim-24-S4"' in findings and "Decidable with <code>--profile smoke" in findings
     # the claims judged inside the models sit on the same page, counted with the others
     assert 'id="claim-16"' in findings and 'id="claim-17"' in findings
@@ -118,6 +119,9 @@ def test_each_table_chapter_shows_its_runs_and_says_missing_for_the_rest(tiny_bo
     filled = [c for c in table2 if "missing" not in c]
     assert len(filled) == 2  # Shifted Start, 1 layer: NoPE and RoPE
     assert all('href="provenance.html#shifted_start-transformer-L1-H16-' in c for c in filled)
+    # 20 steps: structural checks, beside the paper's value and never compared with it
+    assert all("structural check, 20 steps: not a result" in c for c in filled)
+    assert all("<code>countlib book --profile" in c and "range" not in c for c in filled)
     a6 = cells(page(tiny_book, "table_A6"), "table_A6")
     assert ["missing" in c for c in a6] == [True, True, False, False]  # d = 32 never ran
     assert "<img" in page(tiny_book, "table_A6")  # per-position curves of its configurations

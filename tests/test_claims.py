@@ -107,6 +107,14 @@ def test_no_verdict_rests_on_a_value_within_the_band_of_its_bar(kind, best_ind, 
         assert "band" in outcome.evidence[0] or "too close" in outcome.evidence[0]
 
 
+def test_a_structural_check_decides_nothing():
+    ref = ("A1", "Shifted Start, 1L", "LSTM")
+    tiny = cell(1.0, 0.2) | {"structural": True, "budget": 100}
+    outcome = Condition(ref, "fails_ood", 0.5).judge({ref: tiny})
+    assert outcome.verdict == UNDECIDED
+    assert "structural check, 100 steps: not a result" in outcome.evidence[0]
+
+
 def test_every_verdict_line_shows_its_margin():
     ref = ("A1", "Shifted Start, 1L", "LSTM")
     outcome = Condition(ref, "generalises", 0.95).judge({ref: cell(1.0, 0.971 + 0.02)})

@@ -17,6 +17,7 @@ from countlib.sweep import SpecError, expand, select
 from countlib.train import Trainer, train
 from countlib.train import trainer as trainer_module
 from countlib.train.placement import resolve_precision
+from countlib.train.records import environment_record
 
 #: Small options per family, as in test_trainer.
 #: Each family at its registered tiny size (`countlib.families.Family.tiny_options`).
@@ -216,6 +217,30 @@ def test_auto_precision_is_the_family_default_on_cuda_and_fp32_on_cpu(model):
 def test_environment_records_the_effective_precision(tmp_path):
     result = train(config("rwkv6", steps=1), tmp_path, device="cpu", progress=False)
     assert json.loads(result.run_dir.environment.read_text())["precision"] == "fp32"
+
+
+def test_environment_records_the_machine_and_its_math_libraries():
+    """What may make two machines round differently: every key present, a string or None."""
+    env = environment_record("cpu", "fp32", {})
+    libraries = ("cpu_capability", "torch_blas", "torch_blas_version", "onednn", "numpy_blas",
+                 "numpy_blas_version", "cuda", "cuda_driver")  # fmt: skip
+    for key in libraries:
+        assert env[key] is None or isinstance(env[key], str), key
+    assert isinstance(env["cpu"], str) and isinstance(env["cpu_count"], int)
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cuda"] is None and env["cuda_driver"] is None  # on the CPU, whatever is built
+    assert env["device_name"] == "cpu" and env["precision"] == "fp32"  # the older keys stay
+
+
+def test_an_environment_probe_that_fails_is_recorded_as_unknown(monkeypatch):
+    def broken() -> str:
+        raise RuntimeError("no build information")
+
+    monkeypatch.setattr(torch.__config__, "show", broken)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", broken)
+    env = environment_record("cpu", "fp32", {})
+    assert env["cpu_capability"] is None and env["onednn"] is None
+    assert env["torch_blas"] is None and env["torch_blas_version"] is None
 
 
 # -- frozen tokens -------------------------------------------------------------------------------

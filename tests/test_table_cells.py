@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 import countlib.train.trainer as trainer_module
-from countlib import report, tables
+from countlib import formatting, report, tables
 from countlib.book import manifest_for
 from countlib.config import EvalConfig, OptimConfig, RunConfig
 from countlib.manifest import RunManifest
 from countlib.metrics import EvalResult
-from countlib.profiles import get_profile
+from countlib.profiles import explain, get_profile
 from countlib.results import load_runs, load_tally
 from countlib.sweep import select
 from countlib.tasks import get_task
@@ -228,3 +228,75 @@ def test_a_book_view_hands_each_table_its_own_runs(tmp_path):
     assert set(page.of_table("A6")["run"]) == set(
         report.page_runs(tmp_path, profile="smoke", table="A6").runs["run"]
     )
+
+
+# -- cells that decide nothing ------------------------------------------------------------------
+
+
+def lstm_helper_token(profile: str):
+    """A profile's run of Table A1's cell LSTM, Helper Token, 1 layer: a 100-step filler in
+    smoke, trained for claim 19 in laptop."""
+    chosen = select(get_profile(profile), tasks=["helper_token"], families=["lstm"])
+    return next(r for r in chosen if r.config.model_options["layers"] == 1)
+
+
+def lstm_cell_html(runs_dir, profile: str) -> tuple[dict, str]:
+    """The cell of `lstm_helper_token` in a book of ``profile``: its dict and its rendering."""
+    spec = tables.get_table("A1")
+    runs = report.page_runs(runs_dir, profile=profile, table="A1").runs
+    frame = tables.table_frame(runs, spec).loc[["Helper Token, 1L"], ["LSTM"]]
+    return frame.iloc[0, 0], tables.render_html(frame, spec)
+
+
+def test_a_tiny_cell_is_a_structural_check_beside_the_paper_and_a_deciding_one_is_compared(
+    tmp_path,
+):
+    """OOD 0 % against the paper's 100 %: out of range where laptop trained the cell for a
+    claim, not compared where smoke filled it at its tiny budget."""
+    smoke, laptop = lstm_helper_token("smoke"), lstm_helper_token("laptop")
+    assert smoke.config.optim.steps < tables.DECIDING_STEPS <= laptop.config.optim.steps
+    for run in (smoke, laptop):
+        fake_record(tmp_path, run, seed_ood=0.0)
+
+    tiny, page = lstm_cell_html(tmp_path, "smoke")
+    assert tiny["structural"] and tiny["budget"] == smoke.config.optim.steps
+    steps = smoke.config.optim.steps
+    assert (
+        f'<td class="cl-structural" {formatting.STRUCTURAL_STYLE}><a href="provenance.html#'
+        f'{smoke.name}" title="IND 100.0 / OOD 0.0 after {steps} steps; runs: {smoke.name}" '
+        f"{formatting.STRUCTURAL_STYLE}>structural check, {steps} steps: not a result</a><br>"
+        '<small class="cl-paper">paper 100.0 / 100.0</small><br><small>to decide it: '
+        "<code>countlib book --profile laptop --table A1</code></small></td>"
+    ) in page
+    assert "out of range" not in page and ", in range" not in page
+    assert "cl-paper-out" not in page and "cl-success" not in page
+    assert formatting.SUCCESS_STYLE not in page and "did not fit" not in page
+    assert "No cell has both a countlib and a paper value" in page  # nothing compared
+
+    deciding, page = lstm_cell_html(tmp_path, "laptop")
+    assert not deciding["structural"]
+    assert f'<td class="cl-fail"><a href="provenance.html#{laptop.name}"' in page
+    assert '<small class="cl-paper cl-paper-out"' in page
+    assert "paper 100.0 / 100.0, out of range" in page and "structural check" not in page
+    assert "in 0 of the 1 cells that have both values" in page
+
+
+def test_a_structural_check_names_the_smallest_profile_that_decides_it():
+    a1, a2, a6 = (tables.get_table(key) for key in ("A1", "A2", "A6"))
+    command = "countlib book --profile {} --table {}"
+    assert tables.deciding_command(a6, "d = 4", "with causal mask") == command.format("smoke", "A6")
+    assert tables.deciding_command(a1, "Helper Token, 1L", "LSTM") == command.format("laptop", "A1")
+    # no CPU profile trains RWKV-6 for a claim on Helper Token, nor Vanilla + Succession
+    rwkv = tables.deciding_command(a1, "Helper Token, 1L", "RWKV-6")
+    assert rwkv == command.format("paper-lite", "A1")
+    vanilla = tables.deciding_command(a2, "Vanilla + Succession, 1L", "NoPE")
+    assert vanilla == command.format("paper-lite", "2")  # Table A2 reports Table 2's runs
+
+
+@pytest.mark.parametrize("profile", ["smoke", "laptop"])
+def test_the_structural_rule_agrees_with_what_the_profile_says_of_each_run(profile):
+    """`tables.structural_check` reads budgets only; the profile knows why each run is there:
+    every structural check of the profile is below the deciding budget, no run for a claim is."""
+    budgets = {run.name: run.config.optim.steps for run in get_profile(profile)}
+    for why in explain(profile):
+        assert (budgets[why.run] < tables.DECIDING_STEPS) == why.filler, why.serves

@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 
 from countlib import formatting, tables
@@ -148,7 +150,8 @@ def test_cells_show_the_paper_and_whether_it_lies_in_the_seeds_range():
     })  # fmt: skip
     frame = tables.table_frame(runs, spec)
     assert tables.agreement(frame, spec) == {
-        "cells": 5, "paper": 5, "both": 3, "in_range": 2, "missing": 2}  # fmt: skip
+        "cells": 5, "paper": 5, "both": 3, "in_range": 2, "missing": 2, "structural": 0,
+    }  # fmt: skip
     page = tables.render_html(frame, spec)
     assert "paper 100.0 / 84.3, in range" in page
     assert 'class="cl-paper cl-paper-out"' in page and "paper 100.0 / 98.9, out of range" in page
@@ -163,7 +166,9 @@ def test_a_cell_the_paper_lacks_is_never_compared():
     runs = runs_frame([ROWS[0] | {"task": "vanilla_succession"}])  # 1-layer RoPE: not in Table 2
     frame = tables.table_frame(runs, spec)
     counts = tables.agreement(frame, spec)
-    assert counts == {"cells": 105, "paper": 90, "both": 0, "in_range": 0, "missing": 104}
+    assert counts == {
+        "cells": 105, "paper": 90, "both": 0, "in_range": 0, "missing": 104, "structural": 0,
+    }  # fmt: skip
     page = tables.render_html(frame, spec)
     assert "No cell has both a countlib and a paper value" in page
 
@@ -212,3 +217,70 @@ def test_a_seed_that_never_fitted_does_not_make_its_cell_a_success():
     )
     alone = tables.table_frame(runs_frame([never]), spec).iloc[0, 0]
     assert pd.isna(alone["fit_ood"]) and alone["unfit"] == 1
+
+
+def test_a_structural_check_is_never_compared_with_the_paper():
+    """Table A8 as in `a8_runs`: one cell planned below the deciding budget, one above it."""
+    spec = tables.get_table("A8")
+    runs = a8_runs({"shifted_start_tr25_te50": [0.0], "shifted_start_tr50_te100": [0.0]})
+    short = tables.DECIDING_STEPS - 1
+    runs["steps_planned"] = [short, tables.DECIDING_STEPS]
+    frame = tables.table_frame(runs, spec)
+    tiny, deciding = frame.loc["RoPE 4L", "25 / 50"], frame.loc["RoPE 4L", "50 / 100"]
+    assert (tiny["structural"], tiny["budget"]) == (True, short)
+    assert (deciding["structural"], deciding["budget"]) == (False, None)
+    assert tables.in_paper_range(tiny, (1.0, 0.843)) is None  # 84.3 is far from 0: not asked
+    assert tables.agreement(frame, spec) == {
+        "cells": 5, "paper": 5, "both": 1, "in_range": 0, "missing": 3, "structural": 1,
+    }  # fmt: skip
+    page = tables.render_html(frame, spec)
+    assert page.count("out of range") == 1  # the deciding cell's only
+    assert (
+        "no runs for 3; structural checks, trained too briefly to decide anything and "
+        "not compared: 1." in page
+    )
+
+
+def test_runs_without_a_recorded_budget_are_not_structural_checks():
+    runs = runs_frame(ROWS[:1])
+    assert not tables.structural_check(runs)
+    assert not tables.structural_check(runs.assign(steps_planned=[None]))
+    assert not tables.structural_check(runs.iloc[0:0].assign(steps_planned=[]))
+    assert tables.structural_check(runs.assign(steps_planned=[tables.DECIDING_STEPS - 1]))
+
+
+def environment(root, name: str, **env) -> str:
+    """A run directory holding only environment.json; its path, as a run table has it."""
+    path = root / name
+    path.mkdir()
+    (path / "environment.json").write_text(json.dumps(env))
+    return str(path)
+
+
+def test_the_findings_line_names_each_machine_with_its_runs(tmp_path):
+    cpu = {"device": "cpu", "device_name": "cpu", "cpu": "Intel(R) Xeon(R) Gold 6248",
+           "cpu_count": 2, "torch": "2.13.0", "cpu_capability": "AVX2", "torch_blas": "mkl",
+           "torch_blas_version": "2024.2", "onednn": "3.12.0"}  # fmt: skip
+    gpu = {"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC 9454",
+           "cpu_count": 16, "torch": "2.13.0", "cpu_capability": "AVX512",
+           "torch_blas": "mkl", "torch_blas_version": "2024.2", "onednn": "3.12.0",
+           "cuda": "12.8", "cuda_driver": None}  # fmt: skip
+    paths = [environment(tmp_path, f"cpu{i}", **cpu) for i in range(3)]
+    paths.append(environment(tmp_path, "gpu", **gpu))
+    line = tables.machines_line(pd.DataFrame({"path": paths}))
+    assert line == (
+        "Trained on: 2 x Intel(R) Xeon(R) Gold 6248, torch 2.13.0 (CPU capability AVX2, "
+        "BLAS mkl 2024.2, oneDNN 3.12.0), 3 runs; NVIDIA H100 80GB HBM3 (CUDA 12.8, driver "
+        "unknown) with 16 x AMD EPYC 9454, torch 2.13.0 (CPU capability AVX512, BLAS mkl "
+        "2024.2, oneDNN 3.12.0), 1 run."
+    )
+
+
+def test_an_older_environment_record_reads_as_unknown(tmp_path):
+    old = {"device": "cpu", "device_name": "cpu", "torch": "2.5.1"}  # before "cpu" was recorded
+    line = tables.machines_line(pd.DataFrame({"path": [environment(tmp_path, "old", **old)]}))
+    assert line == (
+        "Trained on: processor unknown, torch 2.5.1 (CPU capability unknown, BLAS unknown, "
+        "oneDNN unknown), 1 run."
+    )
+    assert tables.machines_line(pd.DataFrame()) == "Trained on: no finished runs."

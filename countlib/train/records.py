@@ -31,7 +31,7 @@ import platform
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -333,7 +333,65 @@ def environment_record(device: str, precision: str, backends: dict[str, str]) ->
         "interop_threads": torch.get_num_interop_threads(),
         "precision": precision,
         "backends": backends,
+        **_math_libraries(device),
     }
+
+
+#: Per BLAS that torch's build summary names (``BLAS_INFO``), the line giving its version.
+_BLAS_VERSION_LINES = {
+    "mkl": r"Math Kernel Library Version ([\w.]+)",
+    "open": r"OpenBLAS ([\w.]+)",
+}
+
+
+def _math_libraries(device: str) -> dict[str, str | None]:
+    """What decides the arithmetic of a run beside the processor: torch's CPU kernel level, the
+    BLAS and oneDNN torch was built with, numpy's BLAS and, on a GPU, the CUDA and driver
+    versions. Two machines that differ here may round differently, so a verdict records them.
+    Each piece that cannot be read is None: the record of a run never fails on it."""
+    import torch
+
+    built = _guarded(torch.__config__.show) or ""
+    blas = _built_with(r"BLAS_INFO=(\w+)", built)
+    version = _BLAS_VERSION_LINES.get(blas or "")
+    cuda = device.startswith("cuda")
+    driver = getattr(torch.cuda, "driver_version", None)  # not in every torch
+    return {
+        "cpu_capability": _guarded(torch.backends.cpu.get_cpu_capability),
+        "torch_blas": blas,
+        "torch_blas_version": _built_with(version, built) if version else None,
+        "onednn": _built_with(r"(?:MKL-DNN|oneDNN) v?(\d[\w.]*)", built),
+        **_numpy_blas(),
+        "cuda": torch.version.cuda if cuda else None,
+        "cuda_driver": _guarded(driver) if cuda and driver is not None else None,
+    }
+
+
+def _guarded(read: Callable[[], object]) -> str | None:
+    """``read()``, or None where it fails: a missing piece of the environment is recorded as
+    unknown rather than costing the run."""
+    try:
+        value = read()
+    except Exception:  # any failure of an optional probe means "unknown"
+        return None
+    return None if value is None else str(value)
+
+
+def _built_with(pattern: str, built: str) -> str | None:
+    match = re.search(pattern, built)
+    return match.group(1) if match else None
+
+
+def _numpy_blas() -> dict[str, str | None]:
+    """numpy's BLAS, by name and version, from ``numpy.show_config(mode="dicts")`` (numpy
+    1.26 on; an older numpy only prints its configuration: None)."""
+    import numpy
+
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return {"numpy_blas": blas.get("name"), "numpy_blas_version": blas.get("version")}
+    except Exception:  # another shape of configuration (or numpy 1's): "unknown"
+        return {"numpy_blas": None, "numpy_blas_version": None}
 
 
 def _cpu_model() -> str:
