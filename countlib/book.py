@@ -71,6 +71,8 @@ def toc() -> dict[str, Any]:
         ("Beyond the paper", [f"generated/{table.page}" for table in HYPOTHESIS_TABLES]),
         ("Inside the models", ["generated/analysis"]),
         ("Across runs", ["generated/seed_variance", "generated/provenance"]),
+        # the reference pages: book/<page>.md includes docs/<page>.md
+        ("Reference", ["using", "sweeps", "models", "metrics", "records", "speed", "analysis"]),
     ]
     return {
         "format": "jb-book",

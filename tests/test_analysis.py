@@ -1,6 +1,7 @@
 """countlib.analysis: capture for every family, the analyses on models and data whose structure
 is known, the claims' verdict rules, the CLI and the analysis notebook."""
 
+import dataclasses
 import json
 import math
 import random
@@ -48,19 +49,19 @@ MOD10 = get_task("mod10")
 
 # -- capture: every registered family ----------------------------------------------------------
 
+
 #: Small options per family; a family missing here is tried at its defaults, so a new family
 #: that capture cannot look inside fails below.
-TINY = {
-    "transformer": {"pe": "rope", "hidden": 16, "heads": 2, "layers": 2},
-    "rnn": {"hidden": 8, "layers": 2},
-    "lstm": {"hidden": 8, "layers": 2},
-    "gru": {"hidden": 8},
-    "s4": {"hidden": 8, "d_state": 4, "layers": 2},
-    "s4d": {"hidden": 8, "d_state": 4},
-    "mamba": {"hidden": 8, "layers": 2},
-    "rwkv6": {"hidden": 16, "head_size": 8, "layers": 2, "dim_ffn": 32},
-    "rwkv5": {"hidden": 16, "head_size": 8, "layers": 1, "dim_ffn": 32},
-}
+def _two_layers(name: str) -> dict:
+    """The family at its registered tiny size, two layers deep where it has layers, so that
+    the stream has a first layer and a later one."""
+    family = MODELS[name]
+    layered = "layers" in {f.name for f in dataclasses.fields(family.config)}
+    return family.tiny_options | ({"layers": 2} if layered else {})
+
+
+TINY = {name: _two_layers(name) for name in MODELS}
+TINY["transformer"] |= {"pe": "rope"}  # a positional scheme for the attention maps
 
 
 def expected_shapes(name: str, model, B: int, T: int) -> dict[str, list[tuple]]:
