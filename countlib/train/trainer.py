@@ -322,14 +322,9 @@ class Trainer:
             f"{self.run.path} was trained at {was} torch threads until step {self.step}; "
             f"resuming at {now} would end with other numbers than an uninterrupted run"
         )
-        if not self.allow_thread_change:
-            raise ThreadCountChangedError(
-                f"{change}. Resume exactly with OMP_NUM_THREADS={was}, or resume anyway with "
-                "allow_thread_change (countlib train --allow-thread-change)"
-            )
-        warnings.warn(
-            f"{change}; resuming anyway (allow_thread_change)", RuntimeWarning, stacklevel=3
-        )
+        exactly = f"Resume exactly with OMP_NUM_THREADS={was}"
+        allowed = self.allow_thread_change
+        _refuse_or_warn(change, exactly, "allow_thread_change", allowed, ThreadCountChangedError)
 
     def _check_backends(self, previous: dict[str, Any], segment: dict[str, Any]) -> None:
         """Refuse to resume on other kernels than the segment before ran (segments recorded
@@ -342,14 +337,9 @@ class Trainer:
             f"{self.run.path} trained on backends {was} until step {self.step}; here it would "
             f"resume on {now}" + (f" ({why})" if why else "")
         )
-        if not self.allow_backend_change:
-            raise BackendChangedError(
-                f"{change}. Resume where the same kernels load, or resume anyway with "
-                "allow_backend_change (countlib train --allow-backend-change)"
-            )
-        warnings.warn(
-            f"{change}; resuming anyway (allow_backend_change)", RuntimeWarning, stacklevel=3
-        )
+        exactly = "Resume where the same kernels load"
+        allowed = self.allow_backend_change
+        _refuse_or_warn(change, exactly, "allow_backend_change", allowed, BackendChangedError)
 
     def _loop(self) -> TrainResult:
         self.model.train()
@@ -727,6 +717,19 @@ def _torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _refuse_or_warn(
+    change: str, exactly: str, option: str, allowed: bool, error: type[ValueError]
+) -> None:
+    """A resume that would change a run's numbers (``change``): ``error``, saying how to resume
+    ``exactly`` and which ``option`` resumes anyway; with that option ``allowed``, a warning."""
+    if not allowed:
+        flag = option.replace("_", "-")
+        raise error(
+            f"{change}. {exactly}, or resume anyway with {option} (countlib train --{flag})"
+        )
+    warnings.warn(f"{change}; resuming anyway ({option})", RuntimeWarning, stacklevel=4)
 
 
 def _device_rng(state: dict[str, Any], device: torch.device) -> torch.Tensor | None:
