@@ -329,6 +329,17 @@ def test_eval_scores_at_the_precision_the_run_trained_at(tmp_path, monkeypatch):
     assert dtypes[-1] is None
 
 
+def test_eval_of_a_record_without_a_precision_resolves_the_configs(tmp_path):
+    """A record that says no precision (written before there was one to say): the config's
+    ``auto`` resolved for the device, not "auto" taken for a precision."""
+    result = train(lstm("auto", steps=6), tmp_path, device="cpu", progress=False)
+    environment = json.loads(result.run_dir.environment.read_text())
+    del environment["precision"]
+    result.run_dir.environment.write_text(json.dumps(environment))
+    report = evaluate_run(result.run_dir.path, splits=["val"], device="cpu")
+    assert report.results["val"].acc == result.summary["final"]["ind"]
+
+
 def test_eval_of_an_fp16_run_on_cpu_says_how_to_get_its_numbers(tmp_path):
     result = train(lstm("fp32", steps=6), tmp_path, device="cpu", progress=False)
     environment = json.loads(result.run_dir.environment.read_text())

@@ -160,11 +160,11 @@ def _scoring_precision(run: RunDir, config: RunConfig, precision: str, device: t
     """The precision to score ``run`` at on ``device`` (`evaluate_run`)."""
     if precision != "recorded":
         return resolve_precision(precision, device, config.model)
-    if not run.environment.exists():  # never started training: what it would train at here
+    # the last training segment's; a run that never started: what it would train at here
+    recorded = run.read_environment() if run.environment.exists() else {}
+    if not recorded.get("precision"):
         return resolve_precision(config.precision, device, config.model)
-    recorded = run.read_environment()
-    # the last training segment's
-    trained = precision_name(recorded.get("precision") or config.precision)
+    trained = precision_name(recorded["precision"])
     if trained == "fp16" and device.type != "cuda":
         raise ValueError(
             f"{run.path} trained in fp16 on {recorded['device']}, and fp16 autocast needs a "
