@@ -40,29 +40,25 @@ from tests.conftest import REPO
 CUDA = torch.device("cuda", 0)
 
 
-def lstm(precision: str, seed: int = 1, steps: int = 12) -> RunConfig:
+def tiny_run(model: str, precision: str, seed: int, steps: int, **options) -> RunConfig:
     return RunConfig(
         task="mod10",
-        model="lstm",
-        model_options={"hidden": 16},
+        model=model,
+        model_options=options,
         optim=OptimConfig(steps=steps, batch_size=8, lr=1e-2),
         eval=EvalConfig(every=6, batch_size=64),
         seed=seed,
         precision=precision,
     )
+
+
+def lstm(precision: str, seed: int = 1, steps: int = 12) -> RunConfig:
+    return tiny_run("lstm", precision, seed, steps, hidden=16)
 
 
 def transformer(precision: str, seed: int = 1, steps: int = 12) -> RunConfig:
     """A model whose bf16 autocast runs on any CPU (oneDNN's bf16 LSTM needs AVX-512 BF16)."""
-    return RunConfig(
-        task="mod10",
-        model="transformer",
-        model_options={"hidden": 16, "heads": 2, "layers": 1, "pe": "rope"},
-        optim=OptimConfig(steps=steps, batch_size=8, lr=1e-2),
-        eval=EvalConfig(every=6, batch_size=64),
-        seed=seed,
-        precision=precision,
-    )
+    return tiny_run("transformer", precision, seed, steps, hidden=16, heads=2, layers=1, pe="rope")
 
 
 def numbers(run: RunDir) -> tuple[list[list[str]], list[list[str]]]:
