@@ -30,6 +30,7 @@ from typing import Any
 from countlib.formatting import FIT_IND, SUCCESS_OOD, percent
 from countlib.paper import (
     GATED_FAMILIES,
+    LONGER_BUDGETS,
     NEGATIVE_FAMILIES,
     NEGATIVE_LABEL,
     NONLINEAR_FAMILIES,
@@ -121,7 +122,7 @@ class Condition:
             verdict, note = _against("best IND", fit, ">=", self.threshold)
             return Outcome(UNDECIDED if verdict == FAILS else verdict, (f"{reads} ({note})",))
         if self.kind == "fails_to_fit":
-            return self._judge_fails_to_fit(cells, reads, fit)
+            return self._judge_fails_to_fit(cells, found, reads)
         fitted, note = _against("best IND", fit, ">=", FIT_IND)
         if fitted != HOLDS:
             why = "did not fit" if fitted == FAILS else "its fit is too close to call"
@@ -129,22 +130,24 @@ class Condition:
         if math.isnan(ood):
             return Outcome(UNDECIDED, (f"{reads}: no OOD value",))
         if self.kind == "no_worse":
-            return self._judge_no_worse(cells, reads, ood)
+            return self._judge_no_worse(cells, found, reads)
         sign = ">=" if self.kind == "generalises" else "<="
         verdict, note = _against("OOD", ood, sign, self.threshold)
-        return Outcome(verdict, (f"{reads} ({note})",))
+        low = verdict == (FAILS if self.kind == "generalises" else HOLDS)
+        return _unless_improving(Outcome(verdict, (f"{reads} ({note})",)), low, found, fitted=True)
 
-    def _judge_fails_to_fit(self, cells: Cells, reads: str, fit: float) -> Outcome:
+    def _judge_fails_to_fit(self, cells: Cells, found: Mapping[str, Any], reads: str) -> Outcome:
         assert self.control is not None
         control = _usable(_read(cells, self.control))
         if control is None or _against("", control["fit_ind"], ">=", FIT_IND)[0] != HOLDS:
             why = "missing" if control is None else f"best IND {percent(control['fit_ind'])}"
             note = f"{reads}: control {_where(self.control)} does not fit clearly ({why})"
             return Outcome(UNDECIDED, (note,))
-        verdict, note = _against("best IND", fit, "<=", self.threshold)
-        return Outcome(verdict, (f"{reads} ({note})",))
+        verdict, note = _against("best IND", found["fit_ind"], "<=", self.threshold)
+        outcome = Outcome(verdict, (f"{reads} ({note})",))
+        return _unless_improving(outcome, verdict == HOLDS, found, fitted=False)
 
-    def _judge_no_worse(self, cells: Cells, reads: str, ood: float) -> Outcome:
+    def _judge_no_worse(self, cells: Cells, found: Mapping[str, Any], reads: str) -> Outcome:
         assert self.control is not None
         control = _usable(_read(cells, self.control))
         fitted = None if control is None else _against("", control["fit_ind"], ">=", FIT_IND)[0]
@@ -153,12 +156,45 @@ class Condition:
             note = f"{reads}: control {_where(self.control)} did not fit clearly ({why})"
             return Outcome(UNDECIDED, (note,))
         floor = control["fit_ood"] - self.threshold
-        verdict, against = _against("OOD", ood, ">=", floor)
+        verdict, against = _against("OOD", found["fit_ood"], ">=", floor)
         note = (
             f"{reads} ({against}, the bar {percent(self.threshold)} points under "
             f"{_where(self.control)}'s {percent(control['fit_ood'])})"
         )
-        return Outcome(verdict, (note,))
+        # holding rests on the control's OOD not rising further, failing on this cell's
+        outcome = Outcome(verdict, (note,))
+        if verdict == HOLDS:
+            return _unless_improving(outcome, True, control, fitted=True, whose="control")
+        return _unless_improving(outcome, verdict == FAILS, found, fitted=True)
+
+
+def _unless_improving(
+    outcome: Outcome, low: bool, found: Mapping[str, Any], *, fitted: bool, whose: str = "cell"
+) -> Outcome:
+    """``outcome``, unless it rests on a value being ``low`` (an OOD under its bar, a failure
+    to fit) read from seeds stopped while still improving (``improving``/``improving_fitted``
+    of `countlib.tables.cell`; ``fitted``: only the seeds the value is read from, those that
+    fitted): then undecided, naming a profile that trains the cell longer. A low value from a
+    run still rising is its budget, not a finding; a high one only rises further."""
+    improving = found.get("improving_fitted" if fitted else "improving") or 0
+    if not low or outcome.verdict == UNDECIDED or not improving:
+        return outcome
+    cap = found.get("cap")
+    seeds = f"{improving} of {found['seeds']} seeds" if found.get("seeds", 1) > 1 else "run"
+    note = (
+        f"undecided: the {whose}'s {seeds} still improving at the cap "
+        f"({'' if cap is None else f'{cap:,} steps; '}{longer_budget(cap)})"
+    )
+    return Outcome(UNDECIDED, (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}"))
+
+
+def longer_budget(cap: int | None) -> str:
+    """The command that trains a cell past ``cap`` steps: the first GPU profile with a longer
+    budget (`countlib.paper.LONGER_BUDGETS`)."""
+    for profile, steps in LONGER_BUDGETS:
+        if cap is None or steps > cap:
+            return f"`countlib book --profile {profile}` trains {steps:,}"
+    return "a spec file with a longer `steps` trains past it"
 
 
 def _against(name: str, value: float, sign: str, bar: float) -> tuple[str, str]:

@@ -22,6 +22,7 @@ from countlib.batches import (
     positions_needed,
 )
 from countlib.models import get_family, model_config
+from countlib.plateau import PLATEAU_TOLERANCE
 from countlib.tasks import Task, get_task
 from countlib.validation import check_at_least, check_field_types, is_number
 
@@ -68,10 +69,6 @@ def _betas(value: Any) -> tuple[float, float]:
     return pair
 
 
-#: A plateau rule's tolerance unless a run sets its own: one point of accuracy.
-PLATEAU_TOLERANCE = 0.01
-
-
 @dataclass
 class EvalConfig:
     every: int = 1000
@@ -83,7 +80,11 @@ class EvalConfig:
     #: development analysis. Not part of `RunConfig.config_hash`: it changes what is kept on
     #: disk, not what is trained.
     keep_weights: bool = False
-    #: Stop on a plateau (`countlib.train.trainer.plateaued`): when neither IND nor OOD has
+    #: Write TensorBoard event files (``<run>/tensorboard/``, `countlib.train.tensorboard_log`).
+    #: An output option: not part of `RunConfig.config_hash`, and absent from the records of
+    #: runs without it.
+    tensorboard: bool = False
+    #: Stop on a plateau (`countlib.plateau.plateaued`): when neither IND nor OOD has
     #: risen by more than ``plateau_tolerance`` (accuracy, 0-1) at any of the last
     #: ``plateau_evals`` evaluations over the best before them; ``optim.steps`` is then a cap.
     #: None: train to ``optim.steps``. Part of the run's identity when set, and left out of its
@@ -225,6 +226,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if not data["eval"]["tensorboard"]:
+            del data["eval"]["tensorboard"]  # the records of runs before the option, unchanged
         if data["eval"]["plateau_evals"] is None:
             # no plateau rule: the record, and so the identity, of runs before the rule existed
             del data["eval"]["plateau_evals"], data["eval"]["plateau_tolerance"]
@@ -260,6 +263,7 @@ class RunConfig:
         data = self.resolve().to_dict()
         # what is kept on disk, not what is trained: the same run with or without it
         del data["eval"]["keep_weights"]
+        data["eval"].pop("tensorboard", None)
         later = getattr(get_family(self.model).config, "LATER_OPTIONS", {})
         for key, neutral in later.items():
             if data["model_options"].get(key) == neutral:

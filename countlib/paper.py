@@ -20,6 +20,10 @@ Filter = dict[str, Any]
 
 #: The five seeds of the original experiments.
 PAPER_SEEDS = (1234, 12, 123, 42, 319)
+#: The budgets of the GPU profiles (`countlib.profiles`): the paper's, and ``paper-lite``'s
+#: first look at the whole grid. A cell still improving at a smaller cap is trained longer by
+#: the first of them above it.
+LONGER_BUDGETS = (("paper-lite", 10_000), ("paper", 312_500))
 #: The paper's positional embeddings: (label, countlib's ``pe`` option).
 PES = (("NoPE", "nope"), ("SinePE", "sine"), ("APE", "ape"), ("RoPE", "rope"), ("SPE", "spe"))
 PAPER_PES = [pe for _, pe in PES]

@@ -100,7 +100,7 @@ import pandas as pd
 
 from countlib.claims import ALL_CLAIMS, OWN_CLAIMS, CellRef
 from countlib.families import get_family
-from countlib.paper import NEGATIVE, PAPER_SEEDS, TABLES
+from countlib.paper import LONGER_BUDGETS, NEGATIVE, PAPER_SEEDS, TABLES
 from countlib.selections import Chosen, find_chosen, load_chosen, record_name
 
 if TYPE_CHECKING:
@@ -319,7 +319,7 @@ def decided_claims(deciding: Iterable[Deciding]) -> set[str]:
 PAPER: dict[str, Any] = {
     "name": "paper",
     "description": "the paper's protocol: Tables 2/A2, A1/A3, A4-A8; 5 seeds",
-    "steps": 312_500,
+    "steps": dict(LONGER_BUDGETS)["paper"],
     "eval_every": 30_000,
     "shift_samples": 10,
     "seeds": list(PAPER_SEEDS),
@@ -331,7 +331,7 @@ PAPER_LITE: dict[str, Any] = {
     "name": "paper-lite",
     "description": "the paper's grid and Table H1 with one seed and 10,000 steps: one GPU, "
     "about a day and a half",
-    "steps": 10_000,
+    "steps": dict(LONGER_BUDGETS)["paper-lite"],
     "eval_every": 2_000,
     "seeds": [PAPER_SEEDS[0]],
 }

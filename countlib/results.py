@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from countlib.plateau import PLATEAU_EVALS, PLATEAU_TOLERANCE, history_of, plateaued
 from countlib.train.records import SET_ASIDE_MARK, RunDir, RunRecordError
 
 #: Which checkpoint's numbers a table reports.
@@ -70,7 +72,25 @@ def _row(run: RunDir) -> dict[str, object]:
         row[f"{rule}_step"] = point.get("step")
         row[f"{rule}_ind"] = point.get("ind")
         row[f"{rule}_ood"] = point.get("ood")
-    return row
+    return row | _stop(run, summary)
+
+
+def _stop(run: RunDir, summary: dict) -> dict[str, object]:
+    """Why a run stopped (``plateau`` or ``cap`` under a plateau rule, else ``steps``) and
+    whether it had stopped improving (`countlib.plateau`): a run with a rule recorded it; one
+    trained to a fixed budget is judged on its evaluations by the profiles' rule, so that a low
+    value read from a run still improving leaves a verdict undecided (`countlib.claims`)."""
+    stop = summary.get("stop")
+    if stop is not None:
+        return {"stop_reason": stop["reason"], "plateaued": bool(stop["plateaued"])}
+    if not run.eval_log.exists():
+        return {"stop_reason": "steps", "plateaued": False}
+    with run.eval_log.open(newline="") as handle:
+        history = history_of(csv.DictReader(handle), summary["metrics"])
+    return {
+        "stop_reason": "steps",
+        "plateaued": plateaued(history, PLATEAU_EVALS, PLATEAU_TOLERANCE),
+    }
 
 
 def load_runs(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:

@@ -157,6 +157,11 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         else float("nan")
     )
     structural = structural_check(finished)
+    # seeds stopped while still improving (`countlib.results` ``plateaued``): a low value read
+    # from them is a budget, not a finding (`countlib.claims`)
+    improving = (
+        ~finished["plateaued"].fillna(False).astype(bool) if "plateaued" in finished else None
+    )
     return {
         "missing": False,
         "ind": agg[f"{spec.statistic}_ind"],
@@ -173,6 +178,9 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         "incomplete": len(chosen) - len(finished),
         "structural": structural,
         "budget": int(finished["steps_planned"].max()) if structural else None,
+        "improving": None if improving is None else int(improving.sum()),
+        "improving_fitted": None if improving is None else int(improving[fitted >= FIT_IND].sum()),
+        "cap": int(finished["steps_planned"].max()) if "steps_planned" in finished else None,
     }
 
 

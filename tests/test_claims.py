@@ -202,3 +202,63 @@ def test_an_undecided_claim_points_past_the_book_that_was_meant_to_decide_it():
     assert "--profile smoke</code>" in tables.findings_html([finding], meant, profile=None)
     assert "--profile laptop</code>" in tables.findings_html([finding], meant, profile="smoke")
     assert "--profile paper</code>" in tables.findings_html([finding], meant, profile="paper")
+
+
+def _improving(found: dict, seeds: int, improving: int, cap: int = 1500) -> dict:
+    """``found`` trained ``seeds`` seeds, ``improving`` of them (all fitted) still improving at
+    a cap of ``cap`` steps."""
+    return found | {
+        "seeds": seeds,
+        "improving": improving,
+        "improving_fitted": improving,
+        "cap": cap,
+    }
+
+
+def test_a_low_value_from_runs_still_improving_at_their_cap_decides_nothing():
+    ref = ("2", "Modular (mod 10), 1L", "NoPE")
+    fails, generalises = Condition(ref, "fails_ood", 0.5), Condition(ref, "generalises", 0.95)
+    low = cell(1.0, 0.2)
+    assert fails.judge({ref: _improving(low, 1, 0)}).verdict == HOLDS
+    assert generalises.judge({ref: _improving(low, 1, 0)}).verdict == FAILS
+    for condition in (fails, generalises):
+        outcome = condition.judge({ref: _improving(low, 3, 2)})
+        assert outcome.verdict == UNDECIDED
+        line = outcome.evidence[-1]
+        assert "2 of 3 seeds still improving at the cap (1,500 steps" in line
+        assert "OOD 20.0 % against" in line  # the value and its margin stay in the line
+        assert "countlib book --profile paper-lite" in line
+    # a high value only rises further: its verdict stands while the runs improve
+    high = _improving(cell(1.0, 0.99), 1, 1)
+    assert fails.judge({ref: high}).verdict == FAILS
+    assert generalises.judge({ref: high}).verdict == HOLDS
+    # past paper-lite's budget, the paper's profile is the one that trains longer
+    beyond = fails.judge({ref: _improving(low, 1, 1, cap=20_000)})
+    assert "countlib book --profile paper" in beyond.evidence[-1]
+    assert "paper-lite" not in beyond.evidence[-1]
+
+
+def test_a_failure_to_fit_needs_every_seed_to_have_stopped_improving():
+    ref, control = ("A5", "4", "NoPE"), ("A5", "4", "APE")
+    condition = Condition(ref, "fails_to_fit", 0.2, control)
+    unfitted = cell(0.05, 0.0)
+    # the seeds read for a failure to fit are all of them, fitted or not
+    still = unfitted | {"seeds": 3, "improving": 1, "improving_fitted": 0, "cap": 3000}
+    cells = {control: cell(1.0, 1.0)}
+    assert condition.judge(cells | {ref: still}).verdict == UNDECIDED
+    assert condition.judge(cells | {ref: still | {"improving": 0}}).verdict == HOLDS
+
+
+def test_an_option_costs_nothing_only_once_its_control_has_stopped_improving():
+    option, plain = (
+        ("H1", "Shifted Start, 1L", "Mamba, [-1, 1]"),
+        ("H1", "Shifted Start, 1L", "Mamba"),
+    )
+    condition = Condition(option, "no_worse", 0.05, plain)
+    # holding rests on the control's OOD: a control still rising may leave the option behind
+    rising = condition.judge({option: cell(1.0, 0.94), plain: _improving(cell(1.0, 0.95), 1, 1)})
+    assert rising.verdict == UNDECIDED and "the control's run still improving" in rising.evidence[0]
+    # failing rests on the option's own OOD
+    costly = {option: _improving(cell(1.0, 0.80), 1, 1), plain: cell(1.0, 0.95)}
+    assert condition.judge(costly).verdict == UNDECIDED
+    assert condition.judge(costly | {option: cell(1.0, 0.80)}).verdict == FAILS

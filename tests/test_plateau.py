@@ -11,9 +11,10 @@ import json
 import pytest
 
 from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.plateau import plateaued
 from countlib.train import train
 from countlib.train.stacked import train_stacked
-from countlib.train.trainer import Trainer, plateaued
+from countlib.train.trainer import Trainer
 
 
 @pytest.mark.parametrize(

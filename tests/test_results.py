@@ -69,3 +69,35 @@ def test_diverged_runs_are_counted(tmp_path):
     fake_run(tmp_path, "b", 2, best_ood=(0.1, 0.0), best_val=(0.1, 0.0), status="diverged")
     row = aggregate(load_runs(tmp_path), by=["task"]).iloc[0]
     assert row["diverged"] == 1 and row["seeds"] == 2
+
+
+def _with_history(run: RunDir, ind: list[float], ood: list[float], every: int = 100) -> None:
+    """Give a fake run an evaluation history (step 0 untrained, then one row per split)."""
+    summary = json.loads(run.summary.read_text()) | {
+        "metrics": {"ind": "val/acc", "ood": "ood/extrapolation_acc"}
+    }
+    run.summary.write_text(json.dumps(summary))
+    rows = ["step,split,metric,value", "0,val,acc,0.0", "0,ood,extrapolation_acc,0.0"]
+    for k, (i, o) in enumerate(zip(ind, ood, strict=True), start=1):
+        rows += [f"{k * every},val,acc,{i}", f"{k * every},ood,extrapolation_acc,{o}"]
+    run.eval_log.write_text("\n".join(rows) + "\n")
+
+
+def test_each_run_says_why_it_stopped_and_whether_it_was_still_improving(tmp_path):
+    for name in ("rule", "flat", "rising", "short"):
+        fake_run(tmp_path, name, 1, best_ood=(1.0, 0.3), best_val=(1.0, 0.3))
+    ruled = RunDir(tmp_path / "rule")
+    summary = json.loads(ruled.summary.read_text())
+    stop = {"reason": "cap", "step": 100, "plateaued": False}
+    ruled.summary.write_text(json.dumps(summary | {"stop": stop}))
+    # without a rule of their own, runs are judged on their evaluations by the profiles' rule
+    # (3 evaluations, 1 point): OOD rising 2 points within the last three is still improving
+    _with_history(RunDir(tmp_path / "flat"), [0.5, 1.0, 1.0, 1.0, 1.0], [0.1, 0.3, 0.3, 0.305, 0.3])
+    _with_history(
+        RunDir(tmp_path / "rising"), [0.5, 1.0, 1.0, 1.0, 1.0], [0.1, 0.3, 0.3, 0.3, 0.32]
+    )
+    _with_history(RunDir(tmp_path / "short"), [1.0, 1.0, 1.0], [0.3, 0.3, 0.3])  # too few
+    runs = load_runs(tmp_path).set_index("run")
+    assert runs.loc["rule", "stop_reason"] == "cap" and not runs.loc["rule", "plateaued"]
+    assert runs.loc["flat", "stop_reason"] == "steps" and runs.loc["flat", "plateaued"]
+    assert not runs.loc["rising", "plateaued"] and not runs.loc["short", "plateaued"]

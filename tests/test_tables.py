@@ -284,3 +284,16 @@ def test_an_older_environment_record_reads_as_unknown(tmp_path):
         "oneDNN unknown), 1 run."
     )
     assert tables.machines_line(pd.DataFrame()) == "Trained on: no finished runs."
+
+
+def test_a_cell_counts_its_seeds_still_improving_fitted_or_not():
+    """What a verdict resting on a low value checks (`countlib.claims`): how many of the cell's
+    seeds, and of those that fitted, stopped while still improving; and the cap they had."""
+    spec = tables.PaperTable("t", "T", [("r", {"task": "mod10"})], [("c", {"pe": "rope"})])
+    rows = [
+        ROWS[0] | {"best_val_ind": 1.0, "plateaued": False, "steps_planned": 1500},
+        ROWS[1] | {"best_val_ind": 0.5, "plateaued": False, "steps_planned": 1500},
+        ROWS[2] | {"best_val_ind": 1.0, "plateaued": True, "steps_planned": 1500},
+    ]
+    c = tables.table_frame(runs_frame(rows), spec).iloc[0, 0]
+    assert (c["improving"], c["improving_fitted"], c["cap"]) == (2, 1, 1500)

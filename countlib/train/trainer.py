@@ -36,6 +36,7 @@ from countlib.models import (
     parameter_count,
 )
 from countlib.models.rwkv import l2wrap
+from countlib.plateau import history_of, plateaued
 from countlib.tasks import Task, get_task
 from countlib.train.checkpoint import load_state, save_state, save_weights
 from countlib.train.evaluate import evaluate_batches
@@ -46,13 +47,16 @@ from countlib.train.placement import (
 )
 from countlib.train.records import (
     TALLIES,
+    TRAIN_LOG_COLUMNS,
     RunDir,
+    append_csv_row,
     atomic_write_csv,
     atomic_write_json,
     environment_record,
 )
 from countlib.train.stream import TrainingBatches
 from countlib.train.stream import batches_ahead as batches_ahead_by_default
+from countlib.train.tensorboard_log import RunBoard, require_tensorboard
 from countlib.train.threads import ThreadCountChangedError, cpu_threads
 
 BEST_CHECKPOINT_NOTE = (
@@ -145,6 +149,10 @@ class Trainer:
         self.config = config.resolve()
         self.hash = config.config_hash()
         self.run = RunDir(Path(runs_dir) / self.config.run_name())
+        if self.config.eval.tensorboard:
+            require_tensorboard()  # before anything trains
+        #: The run's TensorBoard files while it trains (``eval.tensorboard``), else None.
+        self.board: RunBoard | None = None
         self.placement = Placement.of(device, self.config.precision, self.config.model)
         #: The run's device, by index on CUDA ("cuda:0"): what its records say it trained on.
         self.device = str(self.placement.device)
@@ -266,6 +274,7 @@ class Trainer:
                 return self._loop()
             finally:
                 self.close_batches()
+                self.close_board()
 
     def final_result(self) -> TrainResult | None:
         """The recorded result of a run that is final already, None if it has to train."""
@@ -286,6 +295,11 @@ class Trainer:
             self._restore(load_state(self.run.last, self.hash))
         self._start_segment()
         self._write_static_records()
+        # train.csv as of the checkpoint: the rows a killed segment appended after it are
+        # trained again, and must not be there twice
+        atomic_write_csv(self.run.train_log, TRAIN_LOG_COLUMNS, self.train_rows)
+        if self.config.eval.tensorboard:
+            self.board = RunBoard(self.run.tensorboard, resumed_at=self.step if resuming else None)
         if not resuming:
             self.evaluate_and_checkpoint()
 
@@ -352,7 +366,12 @@ class Trainer:
     def log_interval(self, mean_loss: float, elapsed: float) -> str | None:
         """Record the log interval ending at this step; why it diverged, or None."""
         lr = self.scheduler.get_last_lr()[0]
-        self.train_rows.append([self.step, mean_loss, lr, round(elapsed, 3)])
+        row = [self.step, mean_loss, lr, round(elapsed, 3)]
+        self.train_rows.append(row)
+        # on disk now, not at the next evaluation: a run killed before it keeps these losses
+        append_csv_row(self.run.train_log, row)
+        if self.board is not None:
+            self.board.log_interval(self.step, mean_loss, lr)
         return self._divergence(mean_loss)
 
     def _divergence(self, mean_loss: float) -> str | None:
@@ -392,6 +411,11 @@ class Trainer:
         if self._training_batches is None:
             return self.data_rng.getstate()
         return self._training_batches.rng_state()
+
+    def close_board(self) -> None:
+        """Close the run's TensorBoard files, if it writes them."""
+        if self.board is not None:
+            self.board.close()
 
     def close_batches(self) -> None:
         """Stop drawing batches ahead; the data rng stays where the batches trained on left it."""
@@ -480,8 +504,11 @@ class Trainer:
 
     def evaluate_and_checkpoint(self) -> None:
         results = self.evaluate_all()
+        metrics = {split: result.to_dict() for split, result in results.items()}
+        if self.board is not None:
+            self.board.evaluation(self.step, metrics, self.task.recorded_metrics)
         for split, result in results.items():
-            for metric, value in result.to_dict().items():
+            for metric, value in metrics[split].items():
                 self.eval_rows.append([self.step, split, metric, value])
             for kind in TALLIES:
                 for key, (correct, total) in getattr(result, f"per_{kind}").items():
@@ -530,7 +557,7 @@ class Trainer:
         atomic_write_json(self.run.environment, env)
 
     def _write_history(self) -> None:
-        atomic_write_csv(self.run.train_log, ["step", "loss", "lr", "elapsed_s"], self.train_rows)
+        """eval.csv and the tallies, whole; train.csv grows a row at each log interval."""
         atomic_write_csv(self.run.eval_log, ["step", "split", "metric", "value"], self.eval_rows)
         for kind in TALLIES:
             atomic_write_csv(
@@ -548,10 +575,11 @@ class Trainer:
 
     def trained_history(self) -> list[tuple[float | None, float | None]]:
         """(IND, OOD) of every trained evaluation (step > 0), in order."""
-        values = {(row[0], row[1], row[2]): row[3] for row in self.eval_rows if row[0] > 0}
-        steps = sorted({step for step, _, _ in values})
-        ind, ood = ("val", self.task.ind_metric), ("ood", self.task.ood_metric)
-        return [(values.get((s, *ind)), values.get((s, *ood))) for s in steps]
+        rows = (
+            dict(zip(("step", "split", "metric", "value"), row, strict=True))
+            for row in self.eval_rows
+        )
+        return history_of(rows, self.task.recorded_metrics)
 
     def finish(self, status: str, reason: str = "", *, plateau: bool = False) -> TrainResult:
         """Write the run's final records. ``plateau``: it stopped on its plateau rule rather
@@ -687,24 +715,6 @@ def train_runs(
         if k not in results:
             results[k] = run.finish("complete")
     return [results[k] for k in range(len(runs))]
-
-
-def plateaued(
-    history: Sequence[tuple[float | None, float | None]], evaluations: int, tolerance: float
-) -> bool:
-    """Whether a run whose trained evaluations gave ``history`` ((IND, OOD) each, in order)
-    has plateaued: it has more than ``evaluations`` of them, and at none of the last
-    ``evaluations`` did IND or OOD rise above the best before them by more than ``tolerance``.
-    A plateau below the fit bar is a plateau too: that is what failing to fit means."""
-    if len(history) <= evaluations:
-        return False
-    before, recent = history[:-evaluations], history[-evaluations:]
-    for metric in (0, 1):
-        earlier = [point[metric] for point in before if point[metric] is not None]
-        later = [point[metric] for point in recent if point[metric] is not None]
-        if later and (not earlier or max(later) > max(earlier) + tolerance):
-            return False
-    return True
 
 
 @contextmanager
