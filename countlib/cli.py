@@ -19,6 +19,7 @@ from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
 from countlib.train.records import RunLockedError, evaluation_step
+from countlib.train.tensorboard_log import TensorBoardUnavailableError
 
 
 def _span(lengths: tuple[int, int]) -> str:
@@ -131,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             every=args.eval_every,
             shift_samples=args.shift_samples,
             keep_weights=args.keep_weights,
+            tensorboard=args.tensorboard,
             plateau_evals=args.plateau_evals,
             plateau_tolerance=args.plateau_tolerance,
         ),
@@ -350,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep each evaluation's weights (RUN_DIR/evaluations/), for --what development",
     )
     tr.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files (RUN_DIR/tensorboard/; needs the tensorboard "
+        "extra); the run and its numbers are the same either way",
+    )
+    tr.add_argument(
         "--plateau-evals",
         type=int,
         metavar="K",
@@ -512,6 +520,7 @@ USER_ERRORS = (
     CheckpointError,
     BackendUnavailableError,
     RunLockedError,
+    TensorBoardUnavailableError,
 )
 
 

@@ -198,6 +198,34 @@ def _losses(run: Path) -> list[list[str]]:
     return [line.split(",")[:3] for line in (run / "train.csv").read_text().splitlines()]
 
 
+class KilledBetweenEvaluations(Trainer):
+    """Stops the way a kill does at step 9: after the step-6 checkpoint and the log intervals
+    of steps 6 and 8, before the step-12 evaluation."""
+
+    def train_step(self):
+        if self.step == 9:
+            raise KeyboardInterrupt
+        return super().train_step()
+
+
+def test_a_kill_between_evaluations_keeps_the_losses_and_the_resume_repeats_none(tmp_path):
+    config = tiny(steps=12, every=6)
+    reference = train(config, tmp_path / "ref", device="cpu", progress=False, log_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        KilledBetweenEvaluations(
+            config, tmp_path / "killed", device="cpu", progress=False, log_every=2
+        ).run_training()
+    run = tmp_path / "killed" / config.run_name()
+    assert _checkpoint_step(run / "last.pt") == 6
+    ref_losses = _losses(reference.run_dir.path)
+    # the intervals ending at steps 2-8, step 8's after the last checkpoint among them
+    assert [row[0] for row in _losses(run)] == ["step", "2", "4", "6", "8"]
+    assert _losses(run) == ref_losses[:5]
+    train(config, tmp_path / "killed", device="cpu", progress=False, log_every=2)
+    assert [row[0] for row in _losses(run)] == ["step", "2", "4", "6", "8", "10", "12"]
+    assert_same_numbers(run, reference.run_dir.path)
+
+
 def _checkpoint_step(path: Path) -> int:
     try:
         return load_state(path)["step"]

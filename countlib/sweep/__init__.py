@@ -14,7 +14,8 @@ Top-level keys other than ``name``, ``description`` and ``grid`` are defaults of
 entry. In an entry, every list value expands as a cartesian product. Keys that are fields of
 `RunConfig`, `OptimConfig` or `EvalConfig` go there (``seeds`` is ``seed``, ``eval_every`` is
 the evaluation interval, ``eval_batch_size`` its batch, ``keep_weights: true`` keeps each
-evaluation's weights; ``betas: [0.9, 0.99]`` is one pair, a list of pairs sweeps them);
+evaluation's weights, ``tensorboard: true`` writes TensorBoard event files (neither is part of
+a run's identity); ``betas: [0.9, 0.99]`` is one pair, a list of pairs sweeps them);
 ``table`` and ``family`` are tags kept
 with each run for filtering and for the book; every other key is a model option, validated by
 `RunConfig`. Runs with the same config hash are merged, their tables joined.

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from countlib.config import EvalConfig, OptimConfig, RunConfig, read_yaml
+from countlib.families import get_family
 from countlib.paper import get_table
 from countlib.tasks import get_task
 
@@ -35,6 +38,7 @@ EVAL_KEYS = {
     "eval_batch_size": "batch_size",
     "shift_samples": "shift_samples",
     "keep_weights": "keep_weights",
+    "tensorboard": "tensorboard",
     "plateau_evals": "plateau_evals",
     "plateau_tolerance": "plateau_tolerance",
 }
@@ -84,8 +88,9 @@ def expand(spec: Mapping[str, Any]) -> list[SweepRun]:
             if run.name in merged:
                 known = merged[run.name]
                 known.tables += tuple(t for t in run.tables if t not in known.tables)
-                # outside the hash: one entry that keeps each evaluation's weights is enough
+                # outside the hash: one entry that keeps weights or TensorBoard files is enough
                 known.config.eval.keep_weights |= run.config.eval.keep_weights
+                known.config.eval.tensorboard |= run.config.eval.tensorboard
             else:
                 merged[run.name] = run
     seed_order: dict[int, int] = {}
@@ -136,7 +141,27 @@ def _choices(key: str, value: Any) -> list[Any]:
     return [value] if one_pair else list(value)
 
 
+def _check_keys(flat: Mapping[str, Any]) -> None:
+    """Refuse a key that is neither a spec key nor an option of the entry's model family,
+    naming the valid ones (and the closest, for a typo or an old name)."""
+    spec_keys = [*RUN_KEYS, *OPTIM_KEYS, *EVAL_KEYS]
+    family = get_family(flat["model"])
+    options = [f.name for f in dataclasses.fields(family.config) if f.name != "vocab_size"]
+    unknown = [key for key in flat if key not in spec_keys and key not in options]
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, spec_keys + options, n=1)
+        named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ValueError(
+        f"unknown key {', '.join(named)}; valid: {', '.join(spec_keys)}, and the options of "
+        f"model {flat['model']!r}: {', '.join(options)}"
+    )
+
+
 def _run_config(flat: Mapping[str, Any]) -> RunConfig:
+    _check_keys(flat)
     run: dict[str, Any] = {}
     optim: dict[str, Any] = {}
     evaluation: dict[str, Any] = {}

@@ -5,7 +5,8 @@ Layout::
     <runs_dir>/<task>-<model>-<shape>-s<seed>-<hash>/
         config.json        resolved RunConfig
         environment.json   versions, device, kernel backends
-        train.csv          step, loss, lr (every log interval)
+        train.csv          step, loss, lr, elapsed_s (every log interval, appended as it
+                           ends: a kill between evaluations keeps the losses so far)
         eval.csv           step, split, metric, value (tidy)
         per_position.csv   step, split, position, correct, total (position: real-token index)
         per_count.csv      step, split, count, correct, total (count: the label token)
@@ -16,6 +17,7 @@ Layout::
         best_val.safetensors, best_ood.safetensors   model weights
         evaluations/step-<step>.safetensors   model weights at every evaluation (only with
                            eval.keep_weights), read as checkpoint ``step-<step>``
+        tensorboard/       TensorBoard event files (only with eval.tensorboard)
         COMPLETE           written last; its presence means the run is final
 """
 
@@ -82,6 +84,17 @@ def atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
 
+
+def append_csv_row(path: Path, row: Sequence[Any]) -> None:
+    """Add one row to the CSV ``path``, on disk when this returns. Not atomic, so only for
+    a file that a resume rewrites whole (`atomic_write_csv`) before appending again: that
+    replaces whatever a kill left, a half-written last line included."""
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerow(row)
+
+
+#: The columns of train.csv, one row per log interval.
+TRAIN_LOG_COLUMNS = ("step", "loss", "lr", "elapsed_s")
 
 #: The accuracy tallies written at every evaluation (`RunDir.tally`): each kind names its file
 #: (``per_<kind>.csv``) and that file's key column.
@@ -156,6 +169,8 @@ class RunDir:
     best_val = property(lambda self: self.path / "best_val.safetensors")
     best_ood = property(lambda self: self.path / "best_ood.safetensors")
     complete_marker = property(lambda self: self.path / "COMPLETE")
+    #: TensorBoard's event files, for runs with ``eval.tensorboard``.
+    tensorboard = property(lambda self: self.path / "tensorboard")
     #: The weights of every evaluation, for runs with ``eval.keep_weights``.
     evaluations = property(lambda self: self.path / "evaluations")
     #: Locked by the process training the run, and naming it ("pid <pid> on <host>").

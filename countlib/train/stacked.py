@@ -45,7 +45,7 @@ from torch import nn
 
 from countlib.batches import IGNORE, Batch
 from countlib.config import RunConfig
-from countlib.families import MODELS
+from countlib.families import MODELS, get_family
 from countlib.train.trainer import (
     LoopHooks,
     Trainer,
@@ -56,7 +56,8 @@ from countlib.train.trainer import (
 )
 
 #: Families whose forward, outside their parametrised leaves, acts on each batch row alone: those
-#: whose catalogue entry says they stack (`countlib.families.Family.stackable`).
+#: whose catalogue entry says they stack (`countlib.families.Family.stackable`), as catalogued
+#: at import; `check_stackable` also reads families registered later.
 STACKABLE = tuple(name for name, family in MODELS.items() if family.stackable)
 
 
@@ -248,9 +249,10 @@ def check_stackable(configs: Sequence[RunConfig]) -> None:
     and no L2Wrap (its extra gradient is written for one run's logits)."""
     resolved = [config.resolve() for config in configs]
     first = resolved[0]
-    if first.model not in STACKABLE:
+    if not get_family(first.model).stackable:  # a family registered since import too
+        stackable = [name for name, family in MODELS.items() if family.stackable]
         raise ValueError(
-            f"model {first.model!r} cannot be stacked; stackable: {', '.join(STACKABLE)}"
+            f"model {first.model!r} cannot be stacked; stackable: {', '.join(stackable)}"
         )
     if first.optim.l2wrap:
         raise ValueError("runs with L2Wrap (optim.l2wrap > 0) cannot be stacked")
@@ -362,6 +364,7 @@ class StackedTrainer:
         finally:
             for member in members:
                 member.close_batches()
+                member.close_board()
 
     def build(self, members: list[Trainer]) -> None:
         first = members[0]
