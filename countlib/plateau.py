@@ -46,4 +46,5 @@ def history_of(rows: Iterable[Mapping[str, object]], metrics: Mapping[str, str])
             number = None if value is None or value == "" else float(str(value))
             values[(step, f"{row['split']}/{row['metric']}")] = number
     steps = sorted({step for step, _ in values})
-    return [(values.get((s, metrics["ind"])), values.get((s, metrics["ood"]))) for s in steps]
+    ind, ood = metrics.get("ind"), metrics.get("ood")  # a task may have no OOD split
+    return [(values.get((s, str(ind))), values.get((s, str(ood)))) for s in steps]

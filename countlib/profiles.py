@@ -92,6 +92,7 @@ Wall times on the 2-core CPU, fresh clone, book included: README.md.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,7 @@ import pandas as pd
 from countlib.claims import ALL_CLAIMS, OWN_CLAIMS, CellRef
 from countlib.families import get_family
 from countlib.paper import LONGER_BUDGETS, NEGATIVE, PAPER_SEEDS, TABLES
+from countlib.plateau import PLATEAU_EVALS, PLATEAU_TOLERANCE
 from countlib.selections import Chosen, find_chosen, load_chosen, record_name
 
 if TYPE_CHECKING:
@@ -213,7 +215,7 @@ class Deciding:
     def why_short(self) -> str:
         """`why` in one readable line: the settings, ``how``, and each record and round with its
         one configuration and outcome, or how many configurations it gave."""
-        shown = {"lr": "lr", "steps": "steps", "hidden": "width", "seeds": "seeds"}
+        shown = {"lr": "lr", "steps": "cap", "hidden": "width", "seeds": "seeds"}
         values = [
             f"{name} {len(v) if key == 'seeds' else v}"
             for key, name in shown.items()
@@ -381,12 +383,30 @@ def _budget(sources: Iterable[Chosen]) -> int:
     return max(s.budget_steps for s in sources)
 
 
+#: A deciding cell trains to a plateau (`countlib.plateau`), not to a step count: it evaluates
+#: `EVALUATIONS_PER_BUDGET` times within its selection budget (the first evaluation at which it
+#: fitted) and stops once neither IND nor OOD has risen by more than `PLATEAU_TOLERANCE` over
+#: `PLATEAU_EVALS` evaluations, or at its cap, `CAP_EVALUATIONS` evaluations: about twice the
+#: budget, so a run that fitted at its budget in selection has as many steps again to settle.
+#: Fixed before any run under the rule, from the selection's budgets only
+#: (``experiments/plateau_rule.md``); a run still improving at its cap decides no verdict that
+#: rests on its doing badly (`countlib.claims`).
+EVALUATIONS_PER_BUDGET, CAP_EVALUATIONS = 4, 8
+
+
+def to_plateau(budget: int) -> dict[str, Any]:
+    """The settings of a deciding cell whose selection budget is ``budget`` steps: evaluation
+    every quarter of it (rounded up to 50 steps), the plateau rule, and the cap."""
+    every = 50 * math.ceil(budget / EVALUATIONS_PER_BUDGET / 50)
+    return {"steps": CAP_EVALUATIONS * every, "eval_every": every,
+            "plateau_evals": PLATEAU_EVALS, "plateau_tolerance": PLATEAU_TOLERANCE}  # fmt: skip
+
+
 def _transformer(source: Chosen, **where: Any) -> dict[str, Any]:
-    """A Table 2 depth at one selection result's width, heads, lr and budget (100 warmup
-    steps, 3 evaluations), for the Transformers at that depth that also match ``where``."""
-    steps = source.budget_steps
+    """A Table 2 depth at one selection result's width, heads and lr, to a plateau from its
+    budget (100 warmup steps), for the Transformers at that depth that also match ``where``."""
     settings = {"hidden": source.config["hidden"], "heads": source.config["heads"],
-                "lr": source.lr, "steps": steps, "eval_every": steps // 3,
+                "lr": source.lr, **to_plateau(source.budget_steps),
                 "warmup_steps": 100}  # fmt: skip
     where = {**_TRANSFORMER, "layers": source.config["layers"], **where}
     return {"settings": settings, "where": where, "sources": (source,)}
@@ -421,8 +441,7 @@ _FIRST_TOKEN_HETEROGENEOUS = Deciding(
     ("15",),
     {
         "lr": _HETEROGENEOUS_CHOSEN.lr,
-        "steps": _HETEROGENEOUS_CHOSEN.budget_steps,
-        "eval_every": 500,
+        **to_plateau(_HETEROGENEOUS_CHOSEN.budget_steps),
         "seeds": list(PAPER_SEEDS[:3]),
     },
     where={"task": "first_token_heterogeneous"},
@@ -435,15 +454,13 @@ def _shared(
     claims: tuple[str, ...],
     sources: tuple[Chosen, ...],
     keys: tuple[str, ...],
-    evaluations: int,
     how: str,
     **where: Any,
 ) -> Deciding:
     """One setting for several selected cells: their common lr and ``keys`` (width, heads),
-    and the longest of their budgets, with ``evaluations`` evaluations in it."""
-    steps = _budget(sources)
+    to a plateau from the longest of their budgets."""
     settings = {**{key: _common(sources, key) for key in keys}, "lr": _common(sources, "lr"),
-                "steps": steps, "eval_every": steps // evaluations}  # fmt: skip
+                **to_plateau(_budget(sources))}  # fmt: skip
     if "heads" in keys:  # a Transformer: the profiles' 100 warmup steps
         settings["warmup_steps"] = 100
     return Deciding(claims, settings, where=where, sources=sources, how=how)
@@ -459,7 +476,6 @@ _BOS = _shared(
         for layers in (1, 2, 4)
     ),
     ("hidden", "heads"),
-    2,
     "RoPE's on both BOS tasks, every depth (the latest first fit); NoPE takes them too",
     **_TRANSFORMER,
 )
@@ -471,7 +487,6 @@ _S4 = (
         ("24 S4",),
         _S4_CHOSEN,
         ("hidden",),
-        2,
         "S4 on mod 10, every depth",
         model="s4",
         task="mod10",
@@ -480,7 +495,6 @@ _S4 = (
         ("21",),
         _S4_CHOSEN,
         ("hidden",),
-        2,
         "chosen on mod 10: the other A1 tasks had no selection run",
         model="s4",
     ),
@@ -492,24 +506,17 @@ _S4 = (
 _RECURRENT_EASY_TASKS = ("helper_token", "helper_token_shifted_start", "shifted_start", "mod10")
 
 
-def _recurrent_eval(steps: int) -> int:
-    """The recurrent baselines' evaluation interval: 1,000 steps up to 4,000, else 2,000."""
-    return 1000 if steps <= 4000 else 2000
-
-
 def _recurrent(claim: str, model: str, hard: Iterable[str]) -> tuple[Deciding, ...]:
     width_128 = []
     for task in hard:
         source = _chosen(_CLAIMS_SELECTION, task, model=model, hidden=128)
-        steps = source.budget_steps
-        settings = {"hidden": source.config["hidden"], "lr": source.lr, "steps": steps,
-                    "eval_every": _recurrent_eval(steps)}  # fmt: skip
+        settings = {"hidden": source.config["hidden"], "lr": source.lr,
+                    **to_plateau(source.budget_steps)}  # fmt: skip
         where = {"model": model, "task": task}
         width_128.append(Deciding((claim,), settings, where=where, sources=(source,)))
     easy = tuple(_chosen(_SMOKE_SELECTION_2, t, model=model) for t in _RECURRENT_EASY_TASKS)
-    steps = _budget(easy)
-    settings = {"hidden": _common(easy, "hidden"), "lr": _common(easy, "lr"), "steps": steps,
-                "eval_every": _recurrent_eval(steps)}  # fmt: skip
+    settings = {"hidden": _common(easy, "hidden"), "lr": _common(easy, "lr"),
+                **to_plateau(_budget(easy))}  # fmt: skip
     how = "the tasks it fitted at width 64; its other A1 tasks take the same settings"
     rest = Deciding((claim,), settings, where={"model": model}, sources=easy, how=how)
     return (*width_128, rest)
@@ -529,7 +536,6 @@ _SELECTIVE_BOS = _shared(
         for pe in ("nope", "sine", "ape", "rope", "spe")
     ),
     ("hidden", "heads"),
-    3,
     "every PE's (the latest first fit)",
     **_TRANSFORMER,
 )
@@ -558,9 +564,8 @@ _MAMBA_CELLS = ((1, "helper_token"), (1, "selective"), (2, "mod10"), (4, "mod10"
 
 def _mamba(layers: int, task: str) -> Deciding:
     source = _chosen(_CLAIMS_SELECTION, task, model="mamba", layers=layers, hidden=32)
-    steps = source.budget_steps
-    settings = {"hidden": source.config["hidden"], "lr": source.lr, "steps": steps,
-                "eval_every": 250 if steps <= 1000 else 500}  # fmt: skip
+    settings = {"hidden": source.config["hidden"], "lr": source.lr,
+                **to_plateau(source.budget_steps)}  # fmt: skip
     where = {"model": "mamba", "task": task, "layers": layers}
     return Deciding(("24 Mamba",), settings, where=where, sources=(source,))
 
@@ -576,7 +581,7 @@ _UNSELECTED_PROBE_LR = 3e-3
 
 
 def _probe(lr: float, steps: int) -> dict[str, Any]:
-    return {"lr": lr, "steps": steps, "eval_every": max(steps // 4, 250), "warmup_steps": 0,
+    return {"lr": lr, **to_plateau(steps), "warmup_steps": 0,
             "seeds": list(PAPER_SEEDS[:3])}  # fmt: skip
 
 
@@ -623,8 +628,8 @@ def _hypothesis_cell(source: Chosen) -> Deciding:
     config = source.config
     option = {NEGATIVE: config[NEGATIVE]} if NEGATIVE in config else {}
     where = {"model": config["model"], "task": source.task, "layers": config["layers"], **option}
-    settings = {"hidden": config["hidden"], "lr": source.lr, "steps": source.budget_steps,
-                "eval_every": 500}  # fmt: skip
+    settings = {"hidden": config["hidden"], "lr": source.lr,
+                **to_plateau(source.budget_steps)}  # fmt: skip
     return Deciding(_OWN_KEYS, settings, where=where, sources=(source,))
 
 

@@ -26,6 +26,7 @@ from countlib.profiles import (
     shadowed,
     shrink,
     single_configs,
+    to_plateau,
     why_table,
 )
 from countlib.selections import (
@@ -138,14 +139,14 @@ def test_every_entry_is_a_row_of_its_record():
 
 
 def test_a_profile_reads_the_numbers_of_its_entries():
-    """Spot values: what the profiles train is what the file says (exactly the numbers the
-    profiles typed before the file existed)."""
+    """Spot values: what the profiles train is what the file says: its budget of 1,500 steps
+    becomes evaluations every 400 steps, the plateau rule and a cap of 3,200."""
     sine_2l = find_chosen(CHOSEN, "claims_selection", "mod10", pe="sine", layers=2)
     assert (sine_2l.lr, sine_2l.first_fit, sine_2l.budget_steps) == (3e-3, 1250, 1500)
     mod10 = [d for d in SMOKE_DECIDING if d.sources == (sine_2l,)]
     assert [dict(d.settings) for d in mod10] == [
-        {"hidden": 32, "heads": 4, "lr": 3e-3, "steps": 1500, "eval_every": 500,
-         "warmup_steps": 100}
+        {"hidden": 32, "heads": 4, "lr": 3e-3, "steps": 3200, "eval_every": 400,
+         "plateau_evals": 3, "plateau_tolerance": 0.01, "warmup_steps": 100}
     ]  # fmt: skip
     deltanet = find_chosen(
         CHOSEN, "hypothesis_selection", "mod10", model="deltanet", negative_eigenvalues=True
@@ -207,12 +208,12 @@ def test_in_a_profile_a_narrower_deciding_comes_first_and_every_one_wins_somewhe
 @pytest.mark.parametrize(
     "name, runs, spot",
     [
-        ("smoke", 179, ["mod10-transformer-L2-H32-sine-s1234-681132dabc09",
-                        "selective_mod4-rnn-L1-H128-s1234-b9bee071ec3d",
-                        "first_token_heterogeneous-transformer-L1-H4-nope-s123-5028ab17233b"]),
-        ("laptop", 205, ["selective_mod4-lstm-L1-H128-s1234-e60a31dc139f",
-                         "first_token_homogeneous-transformer-L1-H4-sine-s1234-6ff9de227dfb",
-                         "mod10-mamba-L2-H32-s1234-bfa653efdc30"]),
+        ("smoke", 179, ["mod10-transformer-L2-H32-sine-s1234-6fe1b8b65ea0",
+                        "selective_mod4-rnn-L1-H128-s1234-f6de6710cb0d",
+                        "first_token_heterogeneous-transformer-L1-H4-nope-s123-fb9a27b7350f"]),
+        ("laptop", 205, ["selective_mod4-lstm-L1-H128-s1234-143510ce7ef5",
+                         "first_token_homogeneous-transformer-L1-H4-sine-s1234-e78e494644e6",
+                         "mod10-mamba-L2-H32-s1234-3d1046c0a31a"]),
         ("paper-lite", 416, []),
     ],
 )  # fmt: skip
@@ -312,3 +313,17 @@ def test_choose_lr_writes_the_chosen_settings_keeping_what_was_set_by_hand(tmp_p
     _choose_lr().main([*args, "--add"])
     added = next(e for e in load_chosen(out) if e.task == "selective")
     assert (added.lr, added.fits, added.first_fit, added.budget_steps) == (0.01, False, None, 400)
+
+
+@pytest.mark.parametrize("name", list(DECIDING))
+def test_every_deciding_cell_trains_to_a_plateau_with_room_above_its_budget(name):
+    """No three-evaluation runs: each cell evaluates at least 4 times within the budget its
+    selection needed to fit, stops on the plateau rule, and may train about twice that long."""
+    for deciding in DECIDING[name]:
+        settings = deciding.settings
+        budget = max(source.budget_steps for source in deciding.sources)
+        assert settings["plateau_evals"] == 3 and settings["plateau_tolerance"] == 0.01
+        assert settings["eval_every"] <= budget / 4 + 50, deciding.where
+        assert settings["steps"] >= 2 * budget and settings["steps"] % settings["eval_every"] == 0
+    assert to_plateau(500) == {"steps": 1200, "eval_every": 150, "plateau_evals": 3,
+                               "plateau_tolerance": 0.01}  # fmt: skip
