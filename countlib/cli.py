@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -14,12 +17,18 @@ from countlib import data
 from countlib.analysis import WHAT
 from countlib.batches import POSITION_SCHEMES
 from countlib.config import PRECISIONS, EvalConfig, OptimConfig, RunConfig
+from countlib.curves import PlottingUnavailableError, save_learning_curves
+from countlib.families import MODELS
 from countlib.models.backends import BackendUnavailableError
+from countlib.paths import RUNS_DIR_VARIABLE, default_runs_dir
 from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
-from countlib.train.records import RunLockedError, evaluation_step
+from countlib.train.records import RunDir, RunLockedError, evaluation_step
 from countlib.train.tensorboard_log import TensorBoardUnavailableError
+
+if TYPE_CHECKING:
+    from countlib.sweep import SweepRun
 
 
 def _span(lengths: tuple[int, int]) -> str:
@@ -33,6 +42,24 @@ def _split_cell(task: Task, name: str) -> str:
         return "-"
     kind = "deterministic" if info.deterministic else "random"
     return f"{info.lines} lines, len {_span(info.lengths)} ({kind})"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Every family with its options (name=default) and its optimiser defaults."""
+    import dataclasses
+
+    for name, family in MODELS.items():
+        options = [
+            f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
+            for f in dataclasses.fields(family.config)
+            if f.name != "vocab_size"
+        ]
+        print(
+            f"{name}: lr {family.lr}, warmup_steps {family.warmup_steps}, "
+            f"steps {family.steps}, weight_decay {family.weight_decay}"
+        )
+        print(f"  options: {', '.join(options)}")
+    return 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -126,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             weight_decay=args.weight_decay,
-            warmup_steps=args.warmup,
+            warmup_steps=args.warmup_steps,
         ),
         eval=EvalConfig(
             every=args.eval_every,
@@ -158,6 +185,53 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  {rule:<8} step {point.get('step')}: {_ind_ood(point)}")
     print(f"  wall time {summary['wall_time_s']} s, {summary['parameters']} parameters")
     return 0 if result.status == "complete" else 1
+
+
+#: Names countlib used before it settled on one per concept: old name -> the name to use.
+RENAMED = {"--warmup": "--warmup-steps", "last": "final"}
+
+
+class _Renamed(argparse.Action):
+    """An option under its old name (`RENAMED`): it still works, and says what to call it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        _note_renamed(str(option_string))
+        setattr(namespace, self.dest, values)
+
+
+def _note_renamed(old: str) -> None:
+    print(f"note: {old} is now called {RENAMED[old]}; the old name will go", file=sys.stderr)
+
+
+def _checkpoint_rule(value: str) -> str:
+    """``eval --checkpoint``: a checkpoint rule (`CHECKPOINT_RULES`); ``last`` is ``final``."""
+    if value in RENAMED and RENAMED[value] in CHECKPOINT_RULES:
+        _note_renamed(value)
+        return RENAMED[value]
+    if value not in CHECKPOINT_RULES:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(CHECKPOINT_RULES)}, got {value!r}"
+        )
+    return value
+
+
+def _add_runs_dir(parser: argparse.ArgumentParser) -> None:
+    default = default_runs_dir()
+    parser.add_argument(
+        "--runs-dir",
+        default=str(default),
+        help=f"where runs are kept (default here: {default}; ${RUNS_DIR_VARIABLE}, else the "
+        "runs/ of the countlib checkout around the working directory, else ./runs)",
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("countlib")
+    except PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _positive_count(value: str) -> int:
@@ -224,6 +298,11 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curves(args: argparse.Namespace) -> int:
+    print(f"wrote {save_learning_curves(args.run_dir, args.out)}")
+    return 0
+
+
 def cmd_book(args: argparse.Namespace) -> int:
     from countlib.book import make_book
     from countlib.profiles import get_profile
@@ -236,20 +315,23 @@ def cmd_book(args: argparse.Namespace) -> int:
         runs, tasks=args.task or (), families=args.family or (), tables=args.table or ()
     )
     scale = args.scale or (f"spec {Path(args.spec).name}" if args.spec else args.profile)
-    report = make_book(
-        runs,
-        profile=None if grid else args.profile,
-        grid=grid,
-        scale=scale,
-        selection={"task": args.task, "family": args.family, "table": args.table},
-        runs_dir=args.runs_dir,
-        device=args.device,
-        executor=args.executor,
-        workers=args.workers,
-        parameters={key: _yaml_value(f"-p {key}", value) for key, value in args.param or []},
-        only=args.notebook or (),
-        build=not args.no_build,
-    )
+    with _interruptible(runs, args.runs_dir):
+        report = make_book(
+            runs,
+            profile=None if grid else args.profile,
+            grid=grid,
+            scale=scale,
+            selection={"task": args.task, "family": args.family, "table": args.table},
+            runs_dir=args.runs_dir,
+            device=args.device,
+            executor=args.executor,
+            workers=args.workers,
+            parameters={key: _yaml_value(f"-p {key}", value) for key, value in args.param or []},
+            only=args.notebook or (),
+            build=not args.no_build,
+            out=args.out,
+            verbose=args.verbose,
+        )
     return 0 if report.ok else 1
 
 
@@ -285,19 +367,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(format_plan(runs, args.runs_dir, step_times))
         return 0
     try:
-        report = run_sweep(
-            runs,
-            args.runs_dir,
-            executor=args.executor,
-            device=args.device,
-            workers=args.workers,
-            address=args.address,
-            progress=args.executor == "sequential",
-            log=lambda line: print(line, flush=True),
-            retrain_broken=args.retrain_broken,
-            workers_per_gpu=args.workers_per_gpu,
-            stack=args.stack,
-        )
+        with _interruptible(runs, args.runs_dir):
+            report = run_sweep(
+                runs,
+                args.runs_dir,
+                executor=args.executor,
+                device=args.device,
+                workers=args.workers,
+                address=args.address,
+                log=lambda line: print(line, flush=True),
+                retrain_broken=args.retrain_broken,
+                workers_per_gpu=args.workers_per_gpu,
+                stack=args.stack,
+            )
     except ExecutorUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -305,9 +387,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a sweep; the message says what finished and how to go on."""
+
+
+@contextlib.contextmanager
+def _interruptible(runs: Sequence[SweepRun], runs_dir: str | Path) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        finished = sum(RunDir(Path(runs_dir) / run.name).is_complete() for run in runs)
+        raise Interrupted(
+            f"interrupted: {finished} of {len(runs)} runs finished; the same command trains the "
+            "rest (a run cut short resumes from its last checkpoint)"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="countlib", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"countlib {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list every model family with its options and defaults")
+    models.set_defaults(func=cmd_models)
 
     tasks = sub.add_parser("tasks", help="list every task with aliases, vocabulary and lengths")
     tasks.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -343,7 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=OptimConfig.batch_size)
     tr.add_argument("--lr", type=float, help="default: the model family's")
     tr.add_argument("--weight-decay", type=float)
-    tr.add_argument("--warmup", type=int, help="linear warmup steps")
+    tr.add_argument("--warmup-steps", type=int, help="linear warmup steps")
+    tr.add_argument(
+        "--warmup", type=int, dest="warmup_steps", action=_Renamed, help=argparse.SUPPRESS
+    )
     tr.add_argument("--eval-every", type=int, default=EvalConfig.every)
     tr.add_argument("--shift-samples", type=int, default=1)
     tr.add_argument(
@@ -373,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--aux-share", type=float, help="auxiliary share for mixture tasks")
     tr.add_argument("--positions", choices=POSITION_SCHEMES, help="position-id scheme")
     tr.add_argument("--precision", choices=PRECISIONS, default="auto")
-    tr.add_argument("--runs-dir", default="runs")
+    _add_runs_dir(tr)
     tr.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument(
@@ -400,7 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--data", help="a file in the original JSON-lines format")
     ev.add_argument("--split", action="append", help="split name(s); default: all of the task's")
-    ev.add_argument("--checkpoint", choices=("best_val", "best_ood", "last"), default="last")
+    ev.add_argument(
+        "--checkpoint",
+        type=_checkpoint_rule,
+        default="final",
+        help=f"{', '.join(CHECKPOINT_RULES)} (default final, the weights at the end)",
+    )
     ev.add_argument("--shift-samples", type=int, default=1)
     ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     ev.add_argument(
@@ -428,6 +538,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN_DIR/analysis)")  # fmt: skip
     an.set_defaults(func=cmd_analyse)
 
+    curves = sub.add_parser(
+        "curves", help="learning curves of runs (loss, IND and OOD against step) as a PNG"
+    )
+    curves.add_argument(
+        "run_dir", nargs="+", help="run directories, or directories of runs (drawn overlaid)"
+    )
+    curves.add_argument(
+        "--out",
+        metavar="FILE.png",
+        help="default: RUN_DIR.curves.png beside the run (several: curves-N-runs.png beside "
+        "the first)",
+    )
+    curves.set_defaults(func=cmd_curves)
+
     book = sub.add_parser(
         "book", help="run a profile, execute the notebooks with papermill, build the book"
     )
@@ -440,7 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--family", action="append", help="only these model families (repeatable)")
     book.add_argument("--table", action="append", help="only these paper tables (repeatable)")
     book.add_argument("--scale", help="label on every page (default: the profile or spec name)")
-    book.add_argument("--runs-dir", default="runs")
+    _add_runs_dir(book)
+    book.add_argument(
+        "--out",
+        metavar="DIR",
+        help="build the book in DIR (its sources are copied there); default: the countlib "
+        "checkout around the working directory",
+    )
     book.add_argument("--executor", choices=("sequential", "pool", "ray"), default="pool")
     book.add_argument(
         "--workers", type=_positive_count, help="parallel runs (default: GPUs, or CPU cores)"
@@ -456,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="notebook parameter for every page (YAML value), e.g. -p rule best_val",
     )
     book.add_argument("--no-build", action="store_true", help="only execute the notebooks")
+    book.add_argument(
+        "--verbose", action="store_true", help="show the book build's output (Sphinx's progress)"
+    )
     book.set_defaults(func=cmd_book)
 
     sw = sub.add_parser("sweep", help="train a grid of runs (a profile or a spec file)")
@@ -465,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--task", action="append", help="only these tasks (repeatable)")
     sw.add_argument("--family", action="append", help="only these model families (repeatable)")
     sw.add_argument("--table", action="append", help="only these paper tables (repeatable)")
-    sw.add_argument("--runs-dir", default="runs")
+    _add_runs_dir(sw)
     sw.add_argument("--executor", choices=("sequential", "pool", "ray"), default="sequential")
     sw.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     sw.add_argument(
@@ -521,6 +654,7 @@ USER_ERRORS = (
     BackendUnavailableError,
     RunLockedError,
     TensorBoardUnavailableError,
+    PlottingUnavailableError,
 )
 
 
@@ -528,7 +662,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_runs_dir(getattr(args, "runs_dir", None))
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at the exit's flush
+        return status
+    except Interrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
+    except BrokenPipeError:
+        # the reader went away (`countlib tasks | head`): stop quietly, as Unix tools do; stdout
+        # goes to devnull so that the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool a closed pipe stopped
     except USER_ERRORS as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2

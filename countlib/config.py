@@ -139,6 +139,7 @@ class RunConfig:
         check_field_types(self)
         task = get_task(self.task)
         model_cfg = self.model_config(task)
+        self._check_warmup()
         if self.position_scheme is not None and self.position_scheme not in POSITION_SCHEMES:
             raise ValueError(
                 f"unknown position scheme {self.position_scheme!r}; "
@@ -151,6 +152,16 @@ class RunConfig:
                 raise ValueError(f"task {task.name!r} has no auxiliary data to share")
             task.with_aux_share(self.aux_share)  # rejects shares outside [0, 1)
         self._check_positions(task, model_cfg)
+
+    def _check_warmup(self) -> None:
+        """A warmup of the run's own longer than the run never reaches its learning rate."""
+        warmup = self.optim.warmup_steps
+        steps = get_family(self.model).steps if self.optim.steps is None else self.optim.steps
+        if warmup is not None and warmup > steps:
+            raise ValueError(
+                f"warmup_steps {warmup} is longer than the run ({steps} steps): its learning "
+                f"rate would never reach lr; set warmup_steps to at most {steps}"
+            )
 
     def _check_positions(self, task: Task, model_cfg: Any) -> None:
         """Reject position ids that the collator or the model would refuse at the first batch

@@ -334,7 +334,7 @@ def test_a_run_that_kills_its_pool_worker_fails_alone(tmp_path):
     killer, *others = expand(TINY)[:3]
     # stands in for a run that crashes its process (a segfault, the OOM killer)
     broken = countlib.sweep.SweepRun(killer.config)
-    broken.config = _ExitOnUnpickle()
+    broken.config = _ExitOnUnpickle(killer.config)
     lines = []
     report = run_sweep(
         [broken, *others], tmp_path, executor="pool", device="cpu", workers=1, log=lines.append
@@ -344,7 +344,14 @@ def test_a_run_that_kills_its_pool_worker_fails_alone(tmp_path):
 
 
 class _ExitOnUnpickle:
-    """Pickles fine; unpickling it in the worker ends the worker process at once."""
+    """Pickles fine; unpickling it in the worker ends the worker process at once. In the
+    sweep's process it resolves as ``config`` (the live display reads each run's steps)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def resolve(self):
+        return self.config.resolve()
 
     def __reduce__(self):
         return (os._exit, (3,))

@@ -71,10 +71,11 @@ def _pool_slots(device: str, workers: int | None, per_gpu: int = 1) -> list[_Slo
     ]
 
 
-def _pool_worker(
-    connection: Connection, slot: _Slot, runs_dir: Path, progress: bool, parent: int
-) -> None:
+def _pool_worker(connection: Connection, slot: _Slot, runs_dir: Path, parent: int) -> None:
     _die_with_parent(parent)
+    # Ctrl-C reaches every process of the terminal's group: the sweep process stops the
+    # workers and says what finished; a worker's own traceback would only bury that line
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # spawned, so CUDA is not initialised yet and still honours the variable
     if slot.visible_gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.visible_gpu
@@ -83,7 +84,7 @@ def _pool_worker(
     torch.set_num_threads(slot.threads)
     torch.set_num_interop_threads(slot.threads)
     while (configs := connection.recv()) is not None:
-        connection.send(run_group(configs, runs_dir, slot.device, progress, slot.threads))
+        connection.send(run_group(configs, runs_dir, slot.device, threads=slot.threads))
     connection.close()
 
 
@@ -130,11 +131,11 @@ class _Worker:
     unit down: the pool reports it failed and starts a fresh worker on the slot.
     """
 
-    def __init__(self, context: Any, slot: _Slot, runs_dir: Path, progress: bool) -> None:
+    def __init__(self, context: Any, slot: _Slot, runs_dir: Path) -> None:
         self.slot = slot
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_pool_worker, args=(child, slot, runs_dir, progress, os.getpid()), daemon=True
+            target=_pool_worker, args=(child, slot, runs_dir, os.getpid()), daemon=True
         )
         with thread_environment(slot.threads):
             self.process.start()
@@ -157,14 +158,13 @@ def _run_pool(
     runs_dir: Path,
     device: str,
     workers: int | None,
-    progress: bool,
     record: Callable[[RunOutcome], None],
     per_gpu: int = 1,
 ) -> None:
     # Spawn, not fork: CUDA cannot be used after a fork.
     context = multiprocessing.get_context("spawn")
     slots = _pool_slots(device, workers, per_gpu)[: len(units)]
-    idle = [_Worker(context, slot, runs_dir, progress) for slot in slots]
+    idle = [_Worker(context, slot, runs_dir) for slot in slots]
     pending = deque(units)
     busy: dict[Connection, tuple[list[SweepRun], _Worker]] = {}
     try:
@@ -185,7 +185,7 @@ def _run_pool(
                         f"worker process exited with code {worker.process.exitcode} "
                         "before reporting (killed, out of memory or crashed)",
                     )
-                    worker = _Worker(context, worker.slot, runs_dir, progress)
+                    worker = _Worker(context, worker.slot, runs_dir)
                 idle.append(worker)
                 for outcome in outcomes:
                     record(outcome)

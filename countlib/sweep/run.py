@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from countlib.config import RunConfig
+from countlib.sweep.display import SweepDisplay
 from countlib.sweep.pool import _run_pool
 from countlib.sweep.ray import _run_ray
 from countlib.sweep.spec import SweepRun
@@ -105,7 +106,7 @@ def run_sweep(
     device: str = "auto",
     workers: int | None = None,
     address: str | None = None,
-    progress: bool = False,
+    live: bool | None = None,
     log: Callable[[str], None] | None = None,
     retrain_broken: bool = False,
     workers_per_gpu: int = 1,
@@ -125,6 +126,10 @@ def run_sweep(
     pays where a step's fixed cost is a large share, as on a GPU; on CPU it does not (see
     benchmarks/train_throughput.py). Every executor trains at the thread policy's count
     (`countlib.train.threads`): ``OMP_NUM_THREADS`` if set, else 1.
+
+    ``log`` gets a line per finished run (and the sweep's notices). ``live`` adds the live
+    display (`countlib.sweep.display`: runs done, running and failed, each running run's step
+    and loss, the ETA) on standard output; None: only where that is a terminal.
 
     A run that another process is training (its lock is held) is waited for once the others
     are done: reported ``elsewhere`` if that process made it final, else trained here.
@@ -146,16 +151,18 @@ def run_sweep(
     unique = {r.name: r for r in (r if isinstance(r, SweepRun) else SweepRun(r) for r in runs)}
     ordered = list(unique.values())
     outcomes: dict[str, RunOutcome] = {}
+    planned = {run.name: run.config.resolve().optim.steps for run in ordered}
+    display = SweepDisplay(planned, runs_dir, log or _silent, live=live if log else False)
 
     def record(outcome: RunOutcome) -> None:
         outcomes[outcome.name] = outcome
-        if log is not None:
-            line = f"[{len(outcomes)}/{len(ordered)}] {outcome.status:<9} {outcome.name}"
-            log(line + (f" ({outcome.seconds:.0f} s)" if outcome.seconds else ""))
+        line = f"[{len(outcomes)}/{len(ordered)}] {outcome.status:<9} {outcome.name}"
+        line += f" ({outcome.seconds:.0f} s)" if outcome.seconds else ""
+        display.finished(outcome.name, line, failed=outcome.status == FAILED)
 
     todo = []
     for run in ordered:
-        final = _already_final(run, runs_dir, retrain_broken, log)
+        final = _already_final(run, runs_dir, retrain_broken, display.log)
         if final is None:
             todo.append(run)
         else:
@@ -168,34 +175,38 @@ def run_sweep(
         else:
             record(outcome)
 
-    while todo:
-        units = work_units(todo, runs_dir, device, stack)
-        if executor == "sequential":
-            for unit in units:
-                for outcome in run_group(_configs(unit), runs_dir, device, progress):
-                    record_or_wait(outcome)
-        elif executor == "pool":
-            _run_pool(units, runs_dir, device, workers, progress, record_or_wait, workers_per_gpu)
-        else:
-            _run_ray(units, runs_dir, device, workers, address, record_or_wait)
-        todo = _wait_for_other_processes(locked, runs_dir, record, log)
-        locked.clear()
+    with display if todo else contextlib.nullcontext():
+        while todo:
+            units = work_units(todo, runs_dir, device, stack)
+            if executor == "sequential":
+                for unit in units:
+                    for outcome in run_group(_configs(unit), runs_dir, device):
+                        record_or_wait(outcome)
+            elif executor == "pool":
+                _run_pool(units, runs_dir, device, workers, record_or_wait, workers_per_gpu)
+            else:
+                _run_ray(units, runs_dir, device, workers, address, record_or_wait)
+            todo = _wait_for_other_processes(locked, runs_dir, record, display.log)
+            locked.clear()
     return SweepReport([outcomes[run.name] for run in ordered])
+
+
+def _silent(line: str) -> None:
+    """The log of a sweep asked for no lines."""
 
 
 def _wait_for_other_processes(
     locked: list[SweepRun],
     runs_dir: Path,
     record: Callable[[RunOutcome], None],
-    log: Callable[[str], None] | None,
+    log: Callable[[str], None],
 ) -> list[SweepRun]:
     """Wait until each locked run is released; record those its holder made final and return
     the others (the holder died or gave up) to be trained again."""
     again = []
     for run in locked:
         run_dir = RunDir(runs_dir / run.name)
-        if log is not None:
-            log(f"waiting for {run.name}: trained by {run_dir.lock_holder() or 'another process'}")
+        log(f"waiting for {run.name}: trained by {run_dir.lock_holder() or 'another process'}")
         run_dir.wait_until_unlocked()
         final = _already_final(run, runs_dir)
         if final is None:
