@@ -6,6 +6,11 @@ command selected); then every page is a notebook executed by papermill into ``bo
 that reads only the manifest's runs, so what the book shows is exactly what this command ran,
 whatever else the runs directory holds. The book never executes code itself. The chapters and
 ``book/_toc.yml`` follow from `countlib.paper.TABLES` (the paper's tables, then countlib's own).
+
+A book is built in a *book root*: a folder with ``book/``, ``docs/``, ``notebooks/`` and
+``_config.yml``, as the repository's root has them. In a checkout that is the checkout itself;
+``--out DIR`` (or a run outside any checkout) copies the shipped sources (`countlib.paths`) into
+DIR first, so the command works from any directory and after a wheel install.
 """
 
 from __future__ import annotations
@@ -20,16 +25,23 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from countlib.families import PAGES
+from countlib.families import family_pages, page_families
 from countlib.manifest import PlannedRun, RunManifest
+from countlib.notebooks import FAMILY_NOTEBOOK
 from countlib.paper import HYPOTHESIS_TABLES, PAPER_TABLES, TABLES
+from countlib.paths import check_book_pieces, checkout_root, runs_dir_or_default, shipped
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepReport, SweepRun
 
-#: Where `make_book` writes the manifest of the runs it trained; every page reads it.
+#: Where `make_book` writes the manifest of the runs it trained (in the book root); every page
+#: reads it.
 MANIFEST = "book/generated/runs.json"
 TOC = "book/_toc.yml"
+#: The shipped sources a book root holds (`stage_book` copies them).
+BOOK_SOURCES = ("book", "docs", "notebooks", "_config.yml")
+#: What `stage_book` leaves out: build outputs and a checkout's executed pages.
+NOT_SOURCES = shutil.ignore_patterns("_build", "generated", "__pycache__", ".ipynb_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -49,8 +61,12 @@ def book_pages(shared: Mapping[str, Any] | None = None) -> list[Page]:
     """
     shared = dict(shared or {})
     pages = [Page("findings", "findings", shared), Page("tasks", "tasks")]
-    # every family page of the catalogue, in its order
-    pages += [Page(name, name, {**shared, "train": False}) for name in PAGES]
+    # every family page, the catalogue's then the registered families', from one notebook
+    family = {**shared, "train": False}
+    pages += [
+        Page(FAMILY_NOTEBOOK, name, family | {"family": page_families(name)[0]}, page.title)
+        for name, page in family_pages().items()
+    ]
     pages += [
         Page("paper_table", table.page, {**shared, "table": table.key}, table.title)
         for table in TABLES
@@ -66,7 +82,7 @@ def toc() -> dict[str, Any]:
     parts = [
         ("Findings", ["generated/findings"]),
         ("The question", ["generated/tasks", "tasks"]),
-        ("Architecture families", [f"generated/{p}" for p in PAGES]),
+        ("Architecture families", [f"generated/{p}" for p in family_pages()]),
         ("The paper's tables", [f"generated/{table.page}" for table in PAPER_TABLES]),
         ("Beyond the paper", [f"generated/{table.page}" for table in HYPOTHESIS_TABLES]),
         ("Inside the models", ["generated/analysis"]),
@@ -113,15 +129,19 @@ def execute_notebook(
     page: Page | str,
     parameters: Mapping[str, Any] | None = None,
     *,
-    notebooks_dir: str | Path = "notebooks",
+    notebooks_dir: str | Path | None = None,
     out_dir: str | Path = "book/generated",
 ) -> Path:
-    """Execute one page (or a notebook by name) with papermill; returns the executed file."""
+    """Execute one page (or a notebook by name) with papermill; returns the executed file.
+
+    ``notebooks_dir``: default, the notebooks countlib ships (`countlib.paths.shipped`).
+    """
     import nbformat
     import papermill
 
     if isinstance(page, str):
         page = Page(page, page)
+    notebooks_dir = shipped("notebooks") if notebooks_dir is None else notebooks_dir
     source = Path(notebooks_dir) / f"{page.notebook}.ipynb"
     if not source.exists():
         available = sorted(p.stem for p in Path(notebooks_dir).glob("*.ipynb"))
@@ -153,14 +173,56 @@ def _retitle(notebook: Any, title: str) -> None:
     first.source = "\n".join([f"# {title}", *lines[1:]])
 
 
-def build_book(book_dir: str | Path = "book") -> Path:
-    """Run ``jupyter-book build`` on ``book_dir``; returns the HTML folder."""
+def build_book(book_dir: str | Path = "book", *, verbose: bool = False) -> Path:
+    """Run ``jupyter-book build`` on ``book_dir``; returns the HTML folder.
+
+    Sphinx's ~130 lines of progress are shown with ``verbose`` only; otherwise a failed build
+    prints them (they say why) and a successful one prints its warnings alone.
+    """
     executable = Path(sys.executable).with_name("jupyter-book")
     command = [
         str(executable) if executable.exists() else shutil.which("jupyter-book") or "jupyter-book"
     ]
-    subprocess.run([*command, "build", str(book_dir)], check=True)
+    command += ["build", str(book_dir)]
+    if verbose:
+        subprocess.run(command, check=True)
+    else:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            print(done.stdout + done.stderr, file=sys.stderr)
+            raise subprocess.CalledProcessError(done.returncode, command)
+        for line in (done.stdout + done.stderr).splitlines():
+            if "WARNING" in line or "ERROR" in line:
+                print(line, file=sys.stderr)
     return Path(book_dir) / "_build" / "html"
+
+
+def book_root(out: str | Path | None = None) -> Path:
+    """Where the book is built: ``out``, else the checkout around the working directory."""
+    if out is not None:
+        return Path(out)
+    root = checkout_root()
+    if root is None:
+        raise ValueError(
+            "outside a countlib checkout, say where the book goes: countlib book --out DIR"
+        )
+    return root
+
+
+def stage_book(root: Path, sources: Path) -> None:
+    """Copy the shipped book sources into ``root``, unless ``root`` is where they live.
+
+    Links are copied as the files they point to (a checkout's ``book/_config.yml`` is one).
+    """
+    if root.resolve() == sources.resolve():
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    for name in BOOK_SOURCES:
+        source = sources / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=NOT_SOURCES, dirs_exist_ok=True)
+        else:
+            shutil.copy(source, root / name)
 
 
 def _planned(run: SweepRun) -> PlannedRun:
@@ -183,40 +245,50 @@ def make_book(
     grid: Mapping[str, Any] | None = None,
     scale: str,
     selection: Mapping[str, Sequence[str]] | None = None,
-    runs_dir: str | Path = "runs",
+    runs_dir: str | Path | None = None,
+    out: str | Path | None = None,
     device: str = "auto",
     executor: str = "sequential",
     workers: int | None = None,
     parameters: Mapping[str, Any] | None = None,
     only: Sequence[str] = (),
     build: bool = True,
+    verbose: bool = False,
     log: Callable[[str], None] = print,
 ) -> SweepReport:
     """Train what is missing of ``runs``, write their manifest, execute the pages, build the book.
 
     Failed runs do not stop the book: their cells say *missing* and the report lists them.
     ``selection`` records the command's restrictions (task, family, table) for the pages to
-    state. ``only`` restricts the executed pages to these notebook or page names.
+    state. ``only`` restricts the executed pages to these notebook or page names. ``out``: the
+    book root (`book_root`). Every check of the sources and of ``out`` comes before training.
     """
     from countlib.sweep import run_sweep
 
-    shared = {"runs_dir": str(runs_dir), "manifest": MANIFEST}
+    runs_dir = runs_dir_or_default(runs_dir)
+    root = book_root(out)
+    manifest_path = root / MANIFEST
+    shared = {"runs_dir": str(runs_dir), "manifest": str(manifest_path)}
     pages = book_pages(shared)
     known = {p.notebook for p in pages} | {p.target for p in pages}
     unknown = sorted(set(only) - known)
     if unknown:
         choices = ", ".join(sorted(known))
         raise ValueError(f"no book page {', '.join(unknown)}; choose from {choices}")
+    stage_book(root, check_book_pieces())
     report = run_sweep(runs, runs_dir, executor=executor, device=device, workers=workers, log=log)
     log(report.format())
     manifest = manifest_for(runs, scale=scale, profile=profile, grid=grid, selection=selection)
-    manifest.save(MANIFEST)
-    write_toc()
+    manifest.save(manifest_path)
+    write_toc(root / TOC)
     for page in pages:
         if only and page.notebook not in only and page.target not in only:
             continue
         log(f"executing {page.target} ...")
-        execute_notebook(page, parameters)
+        execute_notebook(
+            page, parameters, notebooks_dir=root / "notebooks", out_dir=manifest_path.parent
+        )
     if build:
-        log(f"book: {build_book() / 'index.html'}")
+        html = build_book(root / "book", verbose=verbose)
+        log(f"book: {html / 'index.html'}")
     return report

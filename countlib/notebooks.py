@@ -39,7 +39,7 @@ eval_every = 500
 # Where and how the runs train
 manifest = None  # a run manifest (countlib book writes one): show exactly its runs
 train = True  # False: only show runs that already exist
-runs_dir = "runs"
+runs_dir = None  # None: $COUNTLIB_RUNS_DIR, else the checkout's runs/, else ./runs
 device = "cpu"
 executor = "sequential"  # sequential, pool or ray (see countlib.sweep)
 workers = None

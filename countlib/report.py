@@ -18,6 +18,7 @@ import pandas as pd
 from countlib.book import manifest_for
 from countlib.formatting import CONFIG_COLUMNS, SUCCESS_STYLE, config_labels, generalised, percent
 from countlib.manifest import RunManifest, RunTable
+from countlib.paths import runs_dir_or_default
 from countlib.profiles import get_profile
 from countlib.results import CHECKPOINT_RULES, aggregate, load_tally
 from countlib.tasks import get_task
@@ -94,7 +95,7 @@ def own_grid(
 
 def family_runs(
     families: Sequence[str],
-    runs_dir: str | Path,
+    runs_dir: str | Path | None,
     *,
     manifest: str | Path | None = None,
     profile: str | None = None,
@@ -107,7 +108,9 @@ def family_runs(
 ) -> RunTable:
     """The runs of a family page. In the book (``manifest`` given) exactly the manifest's runs
     of these families, nothing trains; on its own, the runs of a profile, a grid or the
-    notebook's ``default`` grid, trained first unless ``train`` is False."""
+    notebook's ``default`` grid, trained first unless ``train`` is False. ``runs_dir`` None:
+    countlib's default (`countlib.paths.default_runs_dir`)."""
+    runs_dir = runs_dir_or_default(runs_dir)
     if manifest is not None:
         return page_runs(runs_dir, manifest=manifest, families=families)
     planned = notebook_runs(families, profile=profile, grid=grid, default=default)
@@ -120,7 +123,7 @@ def family_runs(
 
 
 def page_runs(
-    runs_dir: str | Path,
+    runs_dir: str | Path | None,
     *,
     manifest: str | Path | None = None,
     profile: str | None = None,
@@ -129,14 +132,14 @@ def page_runs(
 ) -> RunTable:
     """The runs a book page reads: the manifest's (as `countlib book` wrote it) or, on its own,
     a profile's, optionally only those of one table (by its ``runs_of`` key) or of some model
-    families."""
+    families. ``runs_dir`` None: countlib's default (`countlib.paths.default_runs_dir`)."""
     if manifest is not None:
         chosen = RunManifest.load(manifest)
     elif profile is not None:
         chosen = manifest_for(get_profile(profile), scale=profile, profile=profile)
     else:
         raise ValueError("a page needs the manifest of a book or a profile to read runs of")
-    return chosen.subset(tables=table, families=families).load(runs_dir)
+    return chosen.subset(tables=table, families=families).load(runs_dir_or_default(runs_dir))
 
 
 def show_runs(table: RunTable, *, rule: str = "best_ood", headline: str | None = None) -> None:

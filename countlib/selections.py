@@ -31,8 +31,11 @@ from typing import Any
 
 import yaml
 
-#: The file the profiles read (a checkout's ``experiments/``, beside the records it cites).
-CHOSEN_SETTINGS = Path(__file__).resolve().parents[1] / "experiments" / "chosen_settings.yaml"
+from countlib.paths import shipped_root
+
+#: The file the profiles read (a checkout's ``experiments/``, beside the records it cites; a
+#: wheel ships a copy, `countlib.paths`).
+CHOSEN_SETTINGS = shipped_root() / "experiments" / "chosen_settings.yaml"
 
 #: Fields ``choose_lr.py --write`` computes from the runs; the others are set by hand.
 MEASURED = ("spec", "steps", "lr", "fits", "first_fit")

@@ -133,6 +133,7 @@ def test_countlib_book_goes_on_past_a_broken_run(runs_dir, tmp_path, monkeypatch
         grid=SPEC,
         scale="test",
         runs_dir=runs_dir,
+        out=tmp_path,
         device="cpu",
         only=["provenance"],
         build=False,

@@ -37,9 +37,9 @@ class EvalReport:
 def load_run_model(
     run_dir: str | Path, checkpoint: str = "last", *, device: str | torch.device = "cpu"
 ) -> tuple[RunConfig, nn.Module]:
-    """The run's config and its model at ``checkpoint``: last, best_val, best_ood, or
-    ``step-<N>``, the weights kept at the evaluation of step N (``eval.keep_weights``); on the
-    CPU, with the kernels that suit ``device``."""
+    """The run's config and its model at ``checkpoint``: final (``last``, its file's name, too),
+    best_val, best_ood, or ``step-<N>``, the weights kept at the evaluation of step N
+    (``eval.keep_weights``); on the CPU, with the kernels that suit ``device``."""
     run = RunDir(run_dir)
     if not run.config.exists():
         raise FileNotFoundError(f"{run.path} is not a run directory (no config.json)")
@@ -47,7 +47,7 @@ def load_run_model(
     config_hash = _checked_hash(run, config)
     vocab_size = len(task_for(config).vocab)
     model = build_model(config.model, vocab_size, device=device, **config.model_options)
-    if checkpoint == "last":
+    if checkpoint in ("final", "last"):
         if not run.last.exists():
             raise FileNotFoundError(f"{run.last} does not exist")
         state = load_state(run.last, config_hash)
@@ -61,7 +61,7 @@ def load_run_model(
         load_model_weights(model, _kept_evaluation(run, step), config_hash)
     else:
         raise ValueError(
-            f"unknown checkpoint {checkpoint!r}; choose last, best_val, best_ood or step-N "
+            f"unknown checkpoint {checkpoint!r}; choose final, best_val, best_ood or step-N "
             "(an evaluation kept with eval.keep_weights)"
         )
     return config, model
