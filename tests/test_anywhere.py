@@ -92,8 +92,8 @@ def installed(tmp_path_factory) -> Path:
     source = root / "source"
     for name in WHEEL_SOURCES:
         if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, symlinks=True,
-                            ignore=shutil.ignore_patterns("_build", "generated", "__pycache__"))  # fmt: skip
+            outputs = shutil.ignore_patterns("_build", "generated", "__pycache__")
+            shutil.copytree(REPO / name, source / name, symlinks=True, ignore=outputs)
         else:
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, source / name)
