@@ -290,7 +290,9 @@ class RunConfig:
             shape += f"-{opts['pe'].replace('+', '_')}"
         if opts.get("causal") is False:
             shape += "-bidirectional"
-        return f"{resolved.task}-{resolved.model}-{shape}-s{resolved.seed}-{self.config_hash()}"
+        # a model by import path (package.module:Class): no colon in a directory name
+        model = resolved.model.replace(":", ".")
+        return f"{resolved.task}-{model}-{shape}-s{resolved.seed}-{self.config_hash()}"
 
 
 class ConfigFileError(ValueError):

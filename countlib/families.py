@@ -4,15 +4,20 @@ estimate, its book page), and where its classes are.
 
 It imports nothing heavy, so reporting modules read it without torch; `countlib.models` loads
 the classes. Adding a family: its model file under ``countlib/models/`` (a config dataclass and
-a module class, `countlib.models` says what a model takes and returns) and one entry in
+a module class, `countlib.models.contract` says what a model takes and returns) and one entry in
 `MODELS`. Every registry-wide test, sweep, estimate, benchmark and the book loop over `MODELS`.
+
+A user's own family joins without an edit here: `register` adds it in a running process, and a
+model class named by import path (``package.module:Class``, where a model name is asked for)
+registers itself on first use, in every process that reads the name (sweep workers too).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -22,11 +27,12 @@ class Family:
     benchmarks and the book loop over `MODELS` and read these fields."""
 
     #: Where the family's classes are: ``countlib.models.<module>`` (or a full dotted path),
-    #: its config dataclass and its model class; imported on first use, so that this catalogue
-    #: loads without torch.
+    #: its config dataclass and its model class by name; imported on first use, so that this
+    #: catalogue loads without torch. A registered user family (`register`) may hold the classes
+    #: themselves, or import paths ``package.module:Class``.
     module: str
-    config_class: str
-    model_class: str
+    config_class: str | type
+    model_class: str | type
     #: Optimiser defaults of the family (protocol.md and the documented CPU defaults).
     lr: float
     weight_decay: float
@@ -74,9 +80,40 @@ class Family:
         return _attribute(self.module, self.model_class)
 
 
-def _attribute(module: str, name: str) -> Any:
+def _attribute(module: str, name: str | type) -> Any:
+    if isinstance(name, type):
+        return name
+    if ":" in name:
+        return import_object(name)
     path = module if "." in module else f"countlib.models.{module}"
     return getattr(importlib.import_module(path), name)
+
+
+class ModelImportError(ValueError):
+    """An import path (``package.module:Class``) that does not give a class: the message names
+    the path and what is missing."""
+
+
+def import_object(path: str) -> Any:
+    """The object that the import path ``package.module:Name`` names."""
+    module, sep, name = path.partition(":")
+    if not (sep and module and name):
+        raise ModelImportError(f"{path!r} is not an import path; write package.module:Class")
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as err:
+        raise ModelImportError(
+            f"cannot import module {module!r} of {path!r} ({err}); install its package or put "
+            "its folder on PYTHONPATH"
+        ) from None
+    try:
+        return getattr(loaded, name)
+    except AttributeError:
+        classes = sorted(k for k, v in vars(loaded).items() if isinstance(v, type))
+        raise ModelImportError(
+            f"module {module!r} has no {name!r} (from {path!r}); its classes: "
+            f"{', '.join(classes) or 'none'}"
+        ) from None
 
 
 #: PyTorch's AdamW betas, which every original trainer but RWKV's kept.
@@ -216,21 +253,97 @@ MODELS: dict[str, Family] = {
 }
 
 
+#: Families of an optional extra, registered through their import path on first use, so that
+#: the catalogue (and every registry-wide test) does not need the extra installed.
+EXTRA_FAMILIES = {"hf": "countlib.models.hf:HFCausalLM"}
+
+#: A registered family's defaults where its registration gives none: the later recurrent
+#: families' untuned CPU defaults (`_LATER_RECURRENT`), fp32 on a GPU (nothing is known of the
+#: family's kernels), and its own page.
+USER_DEFAULTS: dict[str, Any] = _LATER_RECURRENT | {"gpu_precision": "fp32"}
+#: What a registration's ``defaults`` may set: every field of `Family` but where its classes are.
+DEFAULT_KEYS = tuple(
+    f.name for f in fields(Family) if f.name not in ("module", "config_class", "model_class")
+)
+_PRECISIONS = ("bf16", "fp16", "fp32")
+
+
 class UnknownModelError(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 
 
 def get_family(name: str) -> Family:
-    """The registered family ``name``; else an error naming the close and the valid names."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model {name!r}.{hint} Valid models: {', '.join(sorted(MODELS))}"
-        ) from None
+    """The registered family ``name``; a family of `EXTRA_FAMILIES` or a model class by import
+    path (``package.module:Class``) registers on first use; else an error naming the close and
+    the valid names."""
+    family = MODELS.get(name)
+    if family is not None:
+        return family
+    path = EXTRA_FAMILIES.get(name, name)
+    if ":" in path:
+        return _register_path(name, path)
+    close = difflib.get_close_matches(name, [*MODELS, *EXTRA_FAMILIES], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}.{hint} Valid models: {', '.join(sorted(MODELS))}; with an "
+        f"extra: {', '.join(EXTRA_FAMILIES)}; or a model class by import path, "
+        "package.module:Class"
+    )
+
+
+def register(
+    name: str,
+    config_cls: type | str,
+    module_cls: type | str,
+    defaults: dict[str, Any] | None = None,
+) -> Family:
+    """Add the family ``name``: its config dataclass and model class (the classes, or import
+    paths ``package.module:Class``) and ``defaults``, any of `DEFAULT_KEYS` (the rest are
+    `USER_DEFAULTS`). The classes must meet `countlib.models.contract`. Without a ``page`` the
+    family gets a book page of its own (`family_pages`).
+
+    A registration lasts for this process: sweeps with the pool or Ray executor train in other
+    processes, which know a family by import path only (`get_family`).
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.:-]+", name):
+        raise ValueError(f"a model name is letters, digits and _ . : - only, got {name!r}")
+    if name in MODELS:
+        taken = MODELS[name].model_class
+        by = getattr(taken, "__qualname__", taken)
+        raise ValueError(f"model name {name!r} is taken (by {by}); choose another name")
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - set(DEFAULT_KEYS))
+    if unknown:
+        raise ValueError(
+            f"model {name!r}: no default(s) {', '.join(unknown)}; valid: {', '.join(DEFAULT_KEYS)}"
+        )
+    settings = USER_DEFAULTS | defaults
+    if settings["gpu_precision"] not in _PRECISIONS:
+        raise ValueError(
+            f"model {name!r}: gpu_precision {settings['gpu_precision']!r}; choose from "
+            f"{', '.join(_PRECISIONS)}"
+        )
+    from countlib.models.contract import check_contract  # needs the classes, and so torch
+
+    config, model = (_attribute("", cls) for cls in (config_cls, module_cls))
+    check_contract(name, config, model)
+    family = Family(model.__module__, config_cls, module_cls, **settings)
+    MODELS[name] = family
+    return family
+
+
+def _register_path(name: str, path: str) -> Family:
+    """Register the model class at import path ``path`` as ``name``, with the config dataclass
+    of its ``config_class`` attribute and the defaults of its ``family_defaults``."""
+    model = import_object(path)
+    config = getattr(model, "config_class", None)
+    if not isinstance(config, type):
+        raise ModelImportError(
+            f"{path!r} has no config_class: set config_class = <its config dataclass> on the "
+            "class, or register it with countlib.models.register"
+        )
+    return register(name, config, path, getattr(model, "family_defaults", None))
 
 
 # -- the book's family pages ----------------------------------------------------------------------
@@ -264,6 +377,12 @@ class FamilyPage:
     lr: float | None = None
     warmup: int | None = None
     model: str | None = None
+
+    def grid_entry(self, task: str, family: str) -> dict[str, Any]:
+        """The page's own grid for ``task`` and ``family`` (the page's fixed `model` if it has
+        one): every parameter's default under its grid key."""
+        entry = {"task": task, "model": self.model or family}
+        return entry | {p.key: p.default for p in self.parameters.values() if p.key != "model"}
 
 
 def _models(default: str, comment: str) -> PageParameter:
@@ -373,6 +492,26 @@ PAGES: dict[str, FamilyPage] = {
 }
 
 
+def page_of(family: str) -> str:
+    """The book page that shows ``family``: its entry's ``page``, else a page of its own."""
+    page = get_family(family).page
+    return page or "train_" + re.sub(r"\W+", "_", family)
+
+
+def family_pages() -> dict[str, FamilyPage]:
+    """Every family page: `PAGES`, then one for each registered family whose page is not there,
+    with the model class's first docstring line for an introduction and no grid of its own
+    (the notebook's ``options`` set the family's options)."""
+    pages = dict(PAGES)
+    for name in MODELS:
+        page = page_of(name)
+        if page not in pages:
+            doc = (get_family(name).model.__doc__ or "").strip().split("\n")[0]
+            intro = doc or "A model family registered with countlib.models.register."
+            pages[page] = FamilyPage(name, intro, {}, steps=800)
+    return pages
+
+
 def page_families(page: str) -> list[str]:
     """The families a page shows, in registry order."""
-    return [name for name, family in MODELS.items() if family.page == page]
+    return [name for name in MODELS if page_of(name) == page]

@@ -1,9 +1,13 @@
-"""The family notebooks, ``notebooks/<page>.ipynb``, written from `countlib.families.PAGES`.
+"""The family notebooks, written from `countlib.families`: ``notebooks/train_family.ipynb``,
+the one page of every family (its ``family`` parameter names the family), and a thin
+``notebooks/<page>.ipynb`` per entry of `countlib.families.PAGES`, the same cells with that
+page's own parameters (``papermill notebooks/train_mamba.ipynb out.ipynb -p layers 1``).
 
 Every family page is the same notebook but for its title, introduction and default grid, so
 the notebooks are generated, not copied: a page added to `PAGES` (or a page's defaults changed)
-is one edit there and ``python -m countlib.notebooks``. A test checks that the notebooks in the
-repository are the ones this module writes. What a page does lives in `countlib.report`.
+is one edit there and ``python -m countlib.notebooks``; a cell every page shows is one entry of
+`FAMILY_CELLS`. A test checks that the notebooks in the repository are the ones this module
+writes. What a page does lives in `countlib.report`.
 
     python -m countlib.notebooks            # rewrite the family notebooks
     python -m countlib.notebooks --check    # exit 1 naming the notebooks that are out of date
@@ -20,8 +24,10 @@ from typing import Any
 from countlib.families import PAGES, FamilyPage, page_families
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+#: The notebook every family page of the book is executed from.
+FAMILY_NOTEBOOK = "train_family"
 
-#: The parameters every family page has, after its own grid (papermill overrides them).
+#: The parameters every family page has, before its own grid (papermill overrides them).
 _COMMON_HEAD = """\
 # Parameters (papermill overrides these).
 profile = None  # "smoke", "paper-lite" or "paper": this family's runs of that profile
@@ -30,11 +36,12 @@ grid = None
 # Neither given: this small CPU grid.
 task = "shifted_start"
 """
+#: ... and after it.
 _COMMON_TAIL = """\
 steps = {steps}
 seeds = [1234]
-lr = {lr}  # None: the family default
-warmup = {warmup}  # None: the family default
+lr = {lr}
+warmup = {warmup}
 eval_every = 500
 # Where and how the runs train
 manifest = None  # a run manifest (countlib book writes one): show exactly its runs
@@ -44,17 +51,30 @@ device = "cpu"
 executor = "sequential"  # sequential, pool or ray (see countlib.sweep)
 workers = None
 rule = "best_ood"  # checkpoint rule of the tables: best_ood (the paper's), best_val or final"""
-_SHOW = """\
+_IMPORTS = """\
 import pandas as pd
 from IPython.display import Markdown, display
 
 from countlib import report
 
-pd.set_option("display.max_rows", 500)  # the book shows whole tables
-FAMILIES = {families}
-entry = {{
-{entry}
-}}
+pd.set_option("display.max_rows", 500)  # the book shows whole tables"""
+#: The family notebook's page: the page of its ``family`` parameter, whose introduction it shows
+#: (the book gives it the page's title), and that page's grid with ``options`` over it.
+_FAMILY_PAGE = """\
+from countlib.families import family_pages, page_families, page_of
+
+PAGE = page_of(family)
+shown = family_pages()[PAGE]
+display(Markdown(shown.intro))
+FAMILIES = page_families(PAGE)
+entry = shown.grid_entry(task, family) | (options or {})
+steps = shown.steps if steps is None else steps
+lr = shown.lr if lr is None else lr
+warmup = shown.warmup if warmup is None else warmup"""
+_FAMILY_PARAMETERS = """\
+family = "lstm"  # a registered family, "hf" (countlib[hf]) or a model class, "package.module:Class"
+options = None  # grid keys over the page's defaults, e.g. {"hidden": 32, "layers": 1}"""
+_RUN = """\
 page = report.family_runs(
     FAMILIES,
     runs_dir,
@@ -75,18 +95,51 @@ _RESULTS = (
     "`rule` picks: `best_ood` selects on the OOD split itself (the paper's protocol), "
     "`best_val` on validation. `success` means best OOD >= 95 %."
 )
+_CURVES = (
+    "## Learning curves\n\nTraining loss (mean of each log interval, log scale) and IND (solid) "
+    "and OOD (dashed) accuracy at each evaluation, against the step: a colour per task and "
+    "configuration, a line per seed. `countlib curves RUN_DIR` draws one run's, also while it "
+    "trains."
+)
+_CURVES_CODE = """\
+from countlib.curves import plot_page_curves
+
+report.show_figure(plot_page_curves(page.runs))"""
+#: The cells every family page shows after its page is set (``PAGE``, ``FAMILIES``, ``entry``
+#: and the parameters), in order: (cell type, source).
+FAMILY_CELLS: list[tuple[str, str]] = [
+    ("code", _RUN),
+    ("markdown", _RESULTS),
+    ("code", "report.show_runs(page, rule=rule, headline=f\"{PAGE}-{profile or 'grid'}\")"),
+    ("markdown", _CURVES),
+    ("code", _CURVES_CODE),
+]
+
+
+def notebook_names() -> list[str]:
+    """The notebooks this module writes: the family notebook, then one per page of `PAGES`."""
+    return [FAMILY_NOTEBOOK, *PAGES]
 
 
 def family_notebook(name: str) -> dict[str, Any]:
-    """The notebook of family page ``name`` (nbformat 4, without outputs)."""
-    page = PAGES[name]
-    families = page_families(name)
+    """The notebook ``name`` of `notebook_names` (nbformat 4, without outputs)."""
+    if name == FAMILY_NOTEBOOK:
+        title = "# A model family"
+        parameters = _family_parameters()
+        page_cell = _FAMILY_PAGE
+    else:
+        page = PAGES[name]
+        families = page_families(name)
+        title = f"# {page.title}\n\n{page.intro}"
+        parameters = _parameters(page, families)
+        page_cell = f"PAGE = {_python(name)}\nFAMILIES = {_python(families)}\nentry = {{\n"
+        page_cell += _entry(page) + "\n}"
     sources = [
-        ("markdown", f"# {page.title}\n\n{page.intro}"),
-        ("code", _parameters(page, families)),
-        ("code", _SHOW.format(families=_python(families), entry=_entry(page))),
-        ("markdown", _RESULTS),
-        ("code", f"report.show_runs(page, rule=rule, headline=f\"{name}-{{profile or 'grid'}}\")"),
+        ("markdown", title),
+        ("code", parameters),
+        ("code", _IMPORTS),
+        ("code", page_cell),
+        *FAMILY_CELLS,
     ]
     cells = [_cell(kind, source, f"{name.replace('_', '-')}-{i}") for i, (kind, source) in
              enumerate(sources)]  # fmt: skip
@@ -102,6 +155,16 @@ def family_notebook(name: str) -> dict[str, Any]:
     }
 
 
+def _family_parameters() -> str:
+    tail = {
+        "steps": "None  # None: the page's",
+        "lr": "None  # None: the page's, else the family default",
+        "warmup": "None  # None: the page's, else the family default",
+    }
+    head = _COMMON_HEAD.format(model="lstm").rstrip("\n")
+    return "\n".join([_FAMILY_PARAMETERS, head, _COMMON_TAIL.format(**tail)])
+
+
 def _parameters(page: FamilyPage, families: list[str]) -> str:
     models = page.parameters.get("models")
     example = page.model or (models.default[0] if models else families[0])
@@ -109,7 +172,12 @@ def _parameters(page: FamilyPage, families: list[str]) -> str:
     for parameter, grid in page.parameters.items():
         comment = f"  # {grid.comment}" if grid.comment else ""
         lines.append(f"{parameter} = {_python(grid.default)}{comment}")
-    tail = {"steps": page.steps, "lr": _python(page.lr), "warmup": _python(page.warmup)}
+    default = "  # None: the family default"
+    tail = {
+        "steps": page.steps,
+        "lr": _python(page.lr) + default,
+        "warmup": _python(page.warmup) + default,
+    }
     lines.append(_COMMON_TAIL.format(**tail))
     return "\n".join(lines)
 
@@ -151,10 +219,11 @@ def notebook_text(name: str) -> str:
 
 
 def stale_notebooks(folder: Path = NOTEBOOKS) -> list[str]:
-    """The family pages whose notebook in ``folder`` is missing or differs from `notebook_text`."""
+    """The notebooks of `notebook_names` missing in ``folder`` or differing from
+    `notebook_text`."""
     return [
         name
-        for name in PAGES
+        for name in notebook_names()
         if not (folder / f"{name}.ipynb").exists()
         or (folder / f"{name}.ipynb").read_text() != notebook_text(name)
     ]
@@ -162,7 +231,7 @@ def stale_notebooks(folder: Path = NOTEBOOKS) -> list[str]:
 
 def write_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     written = []
-    for name in PAGES:
+    for name in notebook_names():
         path = folder / f"{name}.ipynb"
         path.write_text(notebook_text(name))
         written.append(path)

@@ -1,8 +1,10 @@
-"""Building models of the registered families (`countlib.families` catalogues them).
+"""Building models of the registered families (`countlib.families` catalogues them), and
+`register`, which adds a family of one's own.
 
 Every model takes ``(input_ids, *, position_ids=None, attention_mask=None)`` and returns logits
 ``[batch, time, vocab]``; recurrent families ignore positions and masks. ``token_embedding()``
-returns its token lookup table, whose ``weight`` has one row per vocabulary id.
+returns its token lookup table, whose ``weight`` has one row per vocabulary id. The whole
+contract, optional hooks included: `countlib.models.contract`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from countlib.families import MODELS, Family, UnknownModelError, get_family
+from countlib.families import MODELS, Family, UnknownModelError, get_family, register
 from countlib.models.backends import BackendChoice
+from countlib.models.contract import ContractError, CountingModel, ModelConfig
 
 __all__ = [
     "MODELS",
+    "ContractError",
+    "CountingModel",
     "Family",
+    "ModelConfig",
     "UnknownModelError",
     "backend_choices",
     "backend_names",
@@ -29,6 +35,7 @@ __all__ = [
     "get_family",
     "model_config",
     "parameter_count",
+    "register",
 ]
 
 
