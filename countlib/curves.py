@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Runs named one by one in a figure's title; more are named in its legend only.
 TITLED_RUNS = 3
+#: Columns of the colour key under a figure of several runs (it grows a row per this many).
+LEGEND_COLUMNS = 3
 
 
 class PlottingUnavailableError(ImportError):
@@ -107,7 +109,8 @@ def plot_learning_curves(
     if len(labels) != len(curves):
         raise ValueError(f"{len(labels)} labels for {len(curves)} runs")
     colours = {label: f"C{index % 10}" for index, label in enumerate(dict.fromkeys(labels))}
-    figure = _figure()
+    key_rows = -(-len(colours) // LEGEND_COLUMNS) if len(colours) > 1 else 0
+    figure = _figure(height=4.8 + 0.2 * key_rows)
     loss_axis, accuracy_axis = figure.subplots(1, 2)
     for curve, label in zip(curves, labels, strict=True):
         colour = colours[label]
@@ -167,7 +170,7 @@ def _legends(
         unique = dict(zip(labels, handles, strict=True))
         figure.legend(
             unique.values(), unique.keys(), loc="outside lower center", fontsize=8,
-            ncol=1 if len(unique) > 4 else 2,
+            ncol=min(LEGEND_COLUMNS, len(unique)),
         )  # fmt: skip
 
 
@@ -186,7 +189,7 @@ def _run_line(curve: RunCurves) -> str:
     return f"{curve.name}: {curve.steps:,} steps, {curve.status}"
 
 
-def _figure() -> Figure:
+def _figure(height: float) -> Figure:
     """A figure of its own, outside pyplot's state (no display needed; a notebook still shows
     it)."""
     try:
@@ -195,7 +198,7 @@ def _figure() -> Figure:
         raise PlottingUnavailableError(
             'learning curves are drawn with matplotlib: pip install "countlib[book]"'
         ) from None
-    return Figure(figsize=(12, 4.8), layout="constrained")
+    return Figure(figsize=(12, height), layout="constrained")
 
 
 def plot_page_curves(runs: pd.DataFrame) -> Figure | None:
