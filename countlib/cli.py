@@ -18,6 +18,7 @@ from countlib.analysis import WHAT
 from countlib.batches import POSITION_SCHEMES
 from countlib.config import PRECISIONS, EvalConfig, OptimConfig, RunConfig
 from countlib.curves import PlottingUnavailableError, save_learning_curves
+from countlib.export import FORMATS, configurations, evaluations, load_selected, write
 from countlib.families import MODELS
 from countlib.models.backends import BackendUnavailableError
 from countlib.paths import RUNS_DIR_VARIABLE, default_runs_dir
@@ -303,6 +304,25 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    if not Path(args.runs_dir).is_dir():
+        raise ValueError(f"{args.runs_dir}: no such runs directory")
+    names = None
+    if args.profile or args.spec:  # torch: a sweep's runs are named by their resolved configs
+        from countlib.profiles import get_profile
+        from countlib.sweep import expand, load_spec
+
+        sweep = expand(load_spec(args.spec)) if args.spec else get_profile(args.profile)
+        names = {run.name for run in sweep}
+    runs = load_selected(args.runs_dir, names)
+    if args.evaluations:
+        table = evaluations(runs, args.runs_dir)
+    else:
+        table = configurations(runs, args.rule)
+    write(table, args.format, sys.stdout)
+    return 0
+
+
 def cmd_book(args: argparse.Namespace) -> int:
     from countlib.book import make_book
     from countlib.profiles import get_profile
@@ -551,6 +571,33 @@ def build_parser() -> argparse.ArgumentParser:
         "the first)",
     )
     curves.set_defaults(func=cmd_curves)
+
+    res = sub.add_parser(
+        "results",
+        help="the runs' numbers to take away: one row per configuration (IND/OOD in percent, as "
+        "the book's cells), or with --evaluations every recorded evaluation",
+    )
+    res.add_argument(
+        "runs_dir", nargs="?", default=default_runs_dir(), metavar="RUNS_DIR",
+        help=f"default: ${RUNS_DIR_VARIABLE} or the repository's runs/",
+    )  # fmt: skip
+    res_source = res.add_mutually_exclusive_group()
+    res_source.add_argument("--profile", help="only this profile's runs (countlib.profiles)")
+    res_source.add_argument("--spec", help="only the runs of this sweep spec (YAML)")
+    res.add_argument("--format", choices=tuple(FORMATS), default="csv")
+    res.add_argument(
+        "--rule",
+        choices=CHECKPOINT_RULES,
+        default=CHECKPOINT_RULES[0],
+        help="the checkpoint whose numbers are reported (default: best_ood, as the book)",
+    )
+    res.add_argument(
+        "--evaluations",
+        action="store_true",
+        help="every evaluation instead: run, task, model, options, step, split, metric, value "
+        "(as recorded: accuracies are fractions 0-1)",
+    )
+    res.set_defaults(func=cmd_results)
 
     book = sub.add_parser(
         "book", help="run a profile, execute the notebooks with papermill, build the book"
