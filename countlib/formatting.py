@@ -28,7 +28,18 @@ SUCCESS_STYLE = 'style="background-color:#c8e6c9"'
 #: The grey of a cell that decides nothing (a structural check, `countlib.tables`): inline too.
 STRUCTURAL_STYLE = 'style="color:#757575"'
 #: Run-table columns that tell configurations apart, in the order a label names them.
-CONFIG_COLUMNS = ("model", "pe", "layers", "hidden", "heads", "causal", "head_size", "lr")
+#: The hf family's architecture (`countlib.models.hf`) is one: its runs differ by it alone.
+CONFIG_COLUMNS = (
+    "model",
+    "hf_config",
+    "pe",
+    "layers",
+    "hidden",
+    "heads",
+    "causal",
+    "head_size",
+    "lr",
+)
 
 
 def percent(value: float) -> str:

@@ -1,6 +1,6 @@
 """A Hugging Face ``transformers`` causal language model as a countlib family, ``hf``.
 
-The option ``config`` names the architecture by its transformers config class (``LlamaConfig``,
+The option ``hf_config`` names the architecture by its transformers config class (``LlamaConfig``,
 ``GPT2Config``, ``MambaConfig``, ... any config of a causal LM); the model is built from that
 config with random weights (``AutoModelForCausalLM.from_config``: nothing is downloaded).
 ``hidden``, ``layers``, ``heads`` and ``max_positions`` set the config's hidden size, layer and
@@ -62,8 +62,8 @@ def causal_lm_configs() -> list[str]:
 @dataclass
 class HFConfig:
     vocab_size: int
-    #: The transformers config class of the architecture.
-    config: str = "LlamaConfig"
+    #: The transformers config class of the architecture (a table column of its own).
+    hf_config: str = "LlamaConfig"
     hidden: int = 64
     layers: int = 2
     heads: int = 4
@@ -76,11 +76,11 @@ class HFConfig:
         check_field_types(self)
         _transformers()
         valid = causal_lm_configs()
-        if self.config not in valid:
-            close = difflib.get_close_matches(self.config, valid, n=3)
+        if self.hf_config not in valid:
+            close = difflib.get_close_matches(self.hf_config, valid, n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise ValueError(
-                f"config {self.config!r} is no transformers causal-LM config; {hint}e.g. "
+                f"hf_config {self.hf_config!r} is no transformers causal-LM config; {hint}e.g. "
                 "LlamaConfig, GPT2Config, MambaConfig (all: countlib.models.hf.causal_lm_configs())"
             )
 
@@ -96,9 +96,9 @@ class HFConfig:
                 f"{self.max_positions}; set max_positions to at least {needed}"
             )
 
-    def hf_config(self) -> Any:
+    def transformers_config(self) -> Any:
         """The transformers config these options describe."""
-        config_class = getattr(_transformers(), self.config)
+        config_class = getattr(_transformers(), self.hf_config)
         takes = inspect.signature(config_class.__init__).parameters
         renamed = getattr(config_class, "attribute_map", {})
         # countlib's vocabulary has its own special tokens: none of the config's defaults
@@ -133,7 +133,7 @@ class HFCausalLM(nn.Module):
         from transformers import AutoModelForCausalLM
 
         self.config = config
-        self.lm = AutoModelForCausalLM.from_config(config.hf_config())
+        self.lm = AutoModelForCausalLM.from_config(config.transformers_config())
         self._takes = set(inspect.signature(self.lm.forward).parameters)
 
     def forward(
