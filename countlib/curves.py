@@ -135,12 +135,16 @@ def plot_learning_curves(
 
 
 def _plain_numbers(axis: Axis) -> None:
-    """Tick labels as 2.5 and 0.01 rather than 2.5 x 10^0; a loss that falls less than a
-    decade or two is labelled at its minor ticks too, as matplotlib's default does."""
+    """Tick labels as 2.5 and 0.6 rather than 2.5 x 10^0 or 6e-01, at the ticks matplotlib
+    labels: its minor ticks too where the loss falls by less than a decade or two."""
     from matplotlib.ticker import LogFormatter
 
-    axis.set_major_formatter(LogFormatter())
-    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def _positive_finite(loss: float) -> bool:

@@ -78,6 +78,10 @@ def test_one_run_figure_has_a_log_loss_axis_and_accuracy_in_percent(fake_runs):
     (loss,) = loss_axis.get_lines()
     assert list(loss.get_xdata()) == [5, 10, 20]  # the diverged interval's inf left out
     assert list(loss.get_ydata()) == [2.0, 1.0, 0.5]
+    figure.draw_without_rendering()  # places and labels the ticks
+    ticks = loss_axis.get_yticklabels() + loss_axis.get_yticklabels(minor=True)
+    labels = {tick.get_text() for tick in ticks} - {""}
+    assert {"0.6", "1", "2"} <= labels and all("e" not in label for label in labels)  # not 10^0
     ind, ood = accuracy_axis.get_lines()
     assert list(ind.get_ydata()) == pytest.approx([10, 60, 90])
     assert (ind.get_linestyle(), ood.get_linestyle()) == ("-", "--")
