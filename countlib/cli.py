@@ -455,7 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train one run (resumes or skips an existing one)")
     tr.add_argument("--task", required=True)
-    tr.add_argument("--model", required=True, help="model family, e.g. lstm, gru, rnn")
+    tr.add_argument(
+        "--model",
+        required=True,
+        help="model family, e.g. lstm, transformer, hf, or a model class by import path "
+        "(package.module:Class)",
+    )
     tr.add_argument("--layers", type=int)
     tr.add_argument("--hidden", type=int, help="hidden size (d_model for attention models)")
     tr.add_argument("--heads", type=int, help="attention heads (transformer)")

@@ -273,3 +273,14 @@ def test_the_family_notebook_trains_and_shows_a_model_by_import_path(user_packag
     assert list(runs["model"]) == [PATH] and list(runs["steps"]) == [4]
     shown = out.read_text()
     assert "A GRU language model of the user's own." in shown and "this notebook's grid" in shown
+
+
+def test_the_hf_family_without_transformers_is_refused_naming_the_extra(
+    restore_models, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    argv = ["train", "--task", "mod10", "--model", "hf", "--runs-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'countlib[hf]'" in err
+    assert not any(tmp_path.iterdir())

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from countlib.families import ModelImportError
 from countlib.validation import check_field_types
 
 #: countlib's option -> the standard transformers config attribute it sets.
@@ -45,8 +46,9 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise ImportError(
-            "model 'hf' needs the transformers package: pip install 'countlib[hf]'"
+        raise ModelImportError(
+            "model 'hf' needs the transformers package: pip install 'countlib[hf]' (or pip "
+            "install transformers)"
         ) from None
     return transformers
 
@@ -56,7 +58,7 @@ def causal_lm_configs() -> list[str]:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    return sorted(CONFIG_MAPPING_NAMES[key] for key in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    return sorted({CONFIG_MAPPING_NAMES[key] for key in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES})
 
 
 @dataclass
