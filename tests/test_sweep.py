@@ -4,6 +4,7 @@ import random
 import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +15,24 @@ import countlib.sweep.work
 from countlib.batches import Collator
 from countlib.cli import main
 from countlib.config import EvalConfig, OptimConfig, RunConfig
+from countlib.families import MODELS
 from countlib.paper import PAPER_PES, PAPER_SEEDS
 from countlib.profiles import get_profile
 from countlib.sweep import (
+    EVAL_FORWARD_SHARE,
     STEP_OVERHEAD_S,
     ExecutorUnavailableError,
+    MeasuredStep,
     SpecError,
+    StepTimes,
     expand,
+    format_cpu_estimate,
     gpu_assignment,
     gpu_hours,
+    load_cpu_step_times,
     load_spec,
     load_step_times,
+    measured_seconds,
     measured_step_seconds,
     run_sweep,
     select,
@@ -239,13 +247,14 @@ def test_dry_run_lists_every_run_with_totals(tmp_path, capsys):
     assert main(["sweep", "--spec", str(spec), "--runs-dir", str(tmp_path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     runs = expand(TINY)
-    assert len(lines) == 1 + len(runs) + 1
+    assert len(lines) == 1 + len(runs) + 2
     for line, run in zip(lines[1:], runs, strict=False):
         assert line.startswith("todo") and line.endswith(run.name)
         assert run.config.task in line and run.config.model in line and "hidden=8" in line
         assert "seed=1" in line and "steps=4" in line
-    assert lines[-1].startswith("3 runs, 0 final, 3 to train; estimated")
-    assert "GPU-hours" in lines[-1]
+    assert lines[-2].startswith("3 runs, 0 final, 3 to train; estimated")
+    assert "GPU-hours" in lines[-2]
+    assert lines[-1].startswith("CPU: about ") and "machine like the one measured" in lines[-1]
     assert not list(tmp_path.glob("*/"))  # a dry run trains nothing
 
     main(["sweep", "--spec", str(spec), "--table", "t2", "--dry-run"])
@@ -470,7 +479,7 @@ def test_dry_run_with_step_times_names_the_device_and_counts(tmp_path, capsys):
     path = _step_times(tmp_path)
     args = ["sweep", "--spec", str(spec), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]
     assert main([*args, "--step-times", str(path)]) == 0
-    tail = capsys.readouterr().out.splitlines()[-3:]
+    tail = capsys.readouterr().out.splitlines()[-4:-1]  # the CPU estimate last
     assert tail[0].startswith("3 runs, 0 final, 3 to train; estimated")
     assert "GPU-hours on NVIDIA Test GPU" in tail[0]
     assert "2 of the 3 runs to train measured, 1 by the constant model" in tail[0]
@@ -479,6 +488,35 @@ def test_dry_run_with_step_times_names_the_device_and_counts(tmp_path, capsys):
 
     assert main(args) == 0  # without measurements: the constant model, said plainly
     assert "by the constant V100 model, not a measurement" in capsys.readouterr().out
+
+
+def test_the_cpu_estimate_is_measured_step_times_times_steps_over_cores():
+    lstm = MeasuredStep("lstm:hidden=32,layers=1", 1, 32, 32, seconds=0.010, fixed_s=0.002)
+    times = StepTimes(Path("cpu.json"), "CPU (test)", {"lstm": [lstm]}, cores=2)
+    run = countlib.sweep.SweepRun(
+        RunConfig(task="mod10", model="lstm", model_options={"hidden": 64, "layers": 2},
+                  optim=OptimConfig(steps=600, batch_size=32), eval=EvalConfig(every=600))
+    )  # fmt: skip
+    unmeasured = countlib.sweep.SweepRun(RunConfig(task="mod10", model="gru"))
+    # per step: the fixed 2 ms, and 8 ms a layer x 2 layers x (64 / 32)^2; evaluated at steps 0
+    # and 600, each sequence a third of a training sequence's share of the step
+    train = 0.002 + 0.008 * 2 * 4
+    sequences = sum(split.lines for split in get_task("mod10").splits.values())
+    seconds = 600 * (train + EVAL_FORWARD_SHARE * train / 32 * sequences * 2 / 600)
+    assert measured_seconds([run, unmeasured], times) == (pytest.approx(seconds), [unmeasured])
+    line = format_cpu_estimate([run, unmeasured], [run], times)
+    assert f"about {seconds / 60:.1f} CPU-minutes in all, {seconds / 60:.1f} left" in line
+    assert f"about {seconds / 120:.1f} minutes on a 2-core machine like the one measured" in line
+    assert line.endswith("1 runs (0 left) of gru not measured on CPU, not included")
+
+
+def test_the_shipped_cpu_step_times_measure_every_family_the_profiles_train():
+    times = load_cpu_step_times()
+    assert times.device.startswith("CPU") and times.cores and not times.errors
+    trained = {run.config.model for name in ("smoke", "paper") for run in get_profile(name)}
+    assert trained <= set(times.families) <= set(MODELS)
+    assert all(row.hidden == 32 and row.layers == 1 for rows in times.families.values()
+               for row in rows)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,10 @@ traceback.
 The package's modules, each importing only those above it:
 
 - `countlib.sweep.spec`: specs and their expansion (`expand`, `select`, `SweepRun`);
-- `countlib.sweep.estimate`: GPU-hours and the dry-run listing (`gpu_hours`, `format_plan`);
+- `countlib.sweep.estimate`: GPU-hours, CPU-minutes and the dry-run listing (`gpu_hours`,
+  `format_cpu_estimate`, `format_plan`);
 - `countlib.sweep.work`: units of work and how each run went (`work_units`, `run_group`);
+- `countlib.sweep.display`: the live display of a running sweep (`SweepDisplay`), torch-free;
 - `countlib.sweep.pool` and `countlib.sweep.ray`: the executors that train units elsewhere;
 - `countlib.sweep.run`: the sweep itself (`run_sweep`, `SweepReport`).
 
@@ -36,13 +38,17 @@ Every public name is importable from `countlib.sweep`.
 """
 
 from countlib.sweep.estimate import (
+    CPU_STEP_TIMES,
     EVAL_FORWARD_SHARE,
     STEP_OVERHEAD_S,
     MeasuredStep,
     StepTimes,
+    format_cpu_estimate,
     format_plan,
     gpu_hours,
+    load_cpu_step_times,
     load_step_times,
+    measured_seconds,
     measured_step_seconds,
     run_seconds,
     step_seconds,
@@ -80,6 +86,7 @@ from countlib.sweep.work import (
 __all__ = [
     "BROKEN_HINT",
     "COMPLETED",
+    "CPU_STEP_TIMES",
     "DIVERGED",
     "ELSEWHERE",
     "EVAL_FORWARD_SHARE",
@@ -103,11 +110,14 @@ __all__ = [
     "SweepReport",
     "SweepRun",
     "expand",
+    "format_cpu_estimate",
     "format_plan",
     "gpu_assignment",
     "gpu_hours",
+    "load_cpu_step_times",
     "load_spec",
     "load_step_times",
+    "measured_seconds",
     "measured_step_seconds",
     "run_group",
     "run_one",

@@ -1,5 +1,6 @@
 """What a sweep costs: estimated GPU-hours by a constant V100 model (`step_seconds`) or from
-measured step times (`load_step_times`), and the dry-run listing (`format_plan`).
+measured step times (`load_step_times`), CPU-minutes from the CPU step times shipped with countlib
+(`CPU_STEP_TIMES`), and the dry-run listing (`format_plan`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from countlib.config import OptimConfig, RunConfig, read_json
 from countlib.families import get_family
+from countlib.paths import shipped
 from countlib.sweep.spec import SweepRun
 from countlib.tasks import get_task
 from countlib.train.records import RunDir
@@ -74,6 +76,8 @@ class StepTimes:
     device: str
     families: dict[str, list[MeasuredStep]]
     errors: tuple[str, ...] = ()
+    #: The measured machine's cores (its ``cpu_count``), None where the file does not say.
+    cores: int | None = None
 
 
 def load_step_times(path: str | Path) -> StepTimes:
@@ -105,7 +109,17 @@ def load_step_times(path: str | Path) -> StepTimes:
     device = data.get("device_name") or data.get("device") or "an unknown device"
     if device == "cpu":
         device = f"CPU ({data.get('cpu', 'unknown model')})"
-    return StepTimes(Path(path), str(device), families, tuple(errors))
+    return StepTimes(Path(path), str(device), families, tuple(errors), data.get("cpu_count"))
+
+
+#: CPU seconds per step of every family at width 32 and 1 layer on one core of a 2-core machine,
+#: shipped with countlib (benchmarks/cpu_step_times.py measured them; `load_cpu_step_times`).
+CPU_STEP_TIMES = "benchmarks/cpu_step_times.json"
+
+
+def load_cpu_step_times() -> StepTimes:
+    """The CPU step times shipped with countlib (`CPU_STEP_TIMES`)."""
+    return load_step_times(shipped(CPU_STEP_TIMES))
 
 
 def _measured_step(row: Any) -> tuple[str, MeasuredStep]:
@@ -185,15 +199,63 @@ def _eval_seconds(resolved: RunConfig, train_step_s: float) -> float:
     return per_sequence * sequences * evaluations / steps
 
 
+def measured_seconds(runs: Iterable[SweepRun], times: StepTimes) -> tuple[float, list[SweepRun]]:
+    """Seconds to train ``runs`` one after another at the step times ``times``
+    (`measured_step_seconds` x planned steps), and the runs of families ``times`` has no row of,
+    which the seconds leave out."""
+    seconds, unmeasured = 0.0, []
+    for run in runs:
+        per_step = measured_step_seconds(run.config, times)
+        if per_step is None:
+            unmeasured.append(run)
+        else:
+            seconds += per_step * run.config.resolve().optim.steps
+    return seconds, unmeasured
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:,.1f}" if minutes < 10 else f"{minutes:,.0f}"
+
+
+def format_cpu_estimate(
+    runs: Sequence[SweepRun], left: Sequence[SweepRun], times: StepTimes
+) -> str:
+    """The CPU line of the dry run: CPU-minutes of all ``runs`` and of those ``left`` to train
+    at the measured CPU step times, and the wall minutes of those left with one run per core of
+    the measured machine (as the pool executor trains); families without a measured row are
+    counted apart."""
+    total, unmeasured = measured_seconds(runs, times)
+    to_train, unmeasured_left = measured_seconds(left, times)
+    cores = times.cores or 1
+    line = (
+        f"CPU: about {_minutes(total)} CPU-minutes in all, {_minutes(to_train)} left: about "
+        f"{_minutes(to_train / cores)} minutes on a {cores}-core machine like the one measured "
+        f"({times.device}, one run per core as the pool trains; "
+        f"countlib.sweep.CPU_STEP_TIMES, {times.source.name} by benchmarks/cpu_step_times.py)"
+    )
+    if unmeasured:
+        families = ", ".join(sorted({run.config.model for run in unmeasured}))
+        line += (
+            f"; {len(unmeasured)} runs ({len(unmeasured_left)} left) of {families} not measured "
+            "on CPU, not included"
+        )
+    return line
+
+
 def format_plan(
-    runs: Sequence[SweepRun], runs_dir: str | Path, step_times: StepTimes | None = None
+    runs: Sequence[SweepRun],
+    runs_dir: str | Path,
+    step_times: StepTimes | None = None,
+    cpu_times: StepTimes | None = None,
 ) -> str:
     """The dry-run listing: one line per run with its state in ``runs_dir``, then the totals.
 
     State: ``done`` (final), ``part`` (has a checkpoint to resume from) or ``todo``. The hours
     are the constant V100 model's (`step_seconds`) unless ``step_times`` gives measured ones
     (`measured_step_seconds`); a family it lacks falls back to the constant model, reported
-    apart.
+    apart. A last line estimates CPU time from ``cpu_times`` (default: the shipped
+    `CPU_STEP_TIMES`, `format_cpu_estimate`).
     """
     lines = [f"state {'table':<6} {'task':<27} {'model':<11} {'options':<32} seed       steps"]
     left = []
@@ -216,27 +278,26 @@ def format_plan(
             "left, by the constant V100 model, not a measurement (countlib.sweep.STEP_OVERHEAD_S "
             "and each family's layer_step_s; --step-times FILE.json for measured step times)"
         )
-        return "\n".join(lines)
-    per_step = {run.name: measured_step_seconds(run.config, step_times) for run in runs}
-    measured = [run for run in runs if per_step[run.name] is not None]
-    fallback = [run for run in runs if per_step[run.name] is None]
+    else:
+        lines += _measured_lines(runs, left, head, step_times)
+    lines.append(format_cpu_estimate(runs, left, cpu_times or load_cpu_step_times()))
+    return "\n".join(lines)
 
-    def hours(subset: Iterable[SweepRun]) -> float:
-        return (
-            sum((per_step[r.name] or 0.0) * r.config.resolve().optim.steps for r in subset) / 3600
-        )
 
-    to_train = {run.name for run in left}
-    measured_left = [run for run in measured if run.name in to_train]
-    fallback_left = [run for run in fallback if run.name in to_train]
+def _measured_lines(
+    runs: Sequence[SweepRun], left: Sequence[SweepRun], head: str, step_times: StepTimes
+) -> list[str]:
+    """The totals of `format_plan` from measured ``step_times``."""
+    seconds, fallback = measured_seconds(runs, step_times)
+    seconds_left, fallback_left = measured_seconds(left, step_times)
     device = step_times.device
     unit = "hours" if device.startswith("CPU") else "GPU-hours"
-    lines.append(
-        f"{head} {hours(measured):,.1f} {unit} on {device} in all, at most "
-        f"{hours(measured_left):,.1f} left, from measured step times: "
-        f"{len(measured_left)} of the {len(left)} runs to train measured, "
+    lines = [
+        f"{head} {seconds / 3600:,.1f} {unit} on {device} in all, at most "
+        f"{seconds_left / 3600:,.1f} left, from measured step times: "
+        f"{len(left) - len(fallback_left)} of the {len(left)} runs to train measured, "
         f"{len(fallback_left)} by the constant model"
-    )
+    ]
     if fallback:
         families = ", ".join(sorted({run.config.model for run in fallback}))
         lines.append(
@@ -249,4 +310,4 @@ def format_plan(
         f"step times: the fast path on {device}, from {step_times.source}"
         + (unmeasured if step_times.errors else "")
     )
-    return "\n".join(lines)
+    return lines
