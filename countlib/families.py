@@ -66,7 +66,9 @@ class Family:
     #: families' were never timed by the paper's authors and are assumptions at width 128
     #: (cuDNN RNN/LSTM, S4's FFT convolution, the Mamba and RWKV kernels; 0.006 elsewhere).
     layer_step_s: float = 0.006
-    #: The book's page, and notebook, that shows the family: ``notebooks/<page>.ipynb``.
+    #: The book's page that shows the family, a key of `PAGES` (its thin notebook is
+    #: ``notebooks/<page>.ipynb``); empty, or a name not there: a page of its own
+    #: (`family_pages`). The book executes every page from ``notebooks/train_family.ipynb``.
     page: str = ""
 
     @property
