@@ -85,7 +85,8 @@ class Clock:
         return self.now
 
 
-def test_a_live_display_reads_the_run_directories(tmp_path):
+def test_a_live_display_reads_the_run_directories(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)  # a terminal's lines
     planned = {"done-run": 100, "running-run": 100, "queued-run": 100}
     write_run(tmp_path, "running-run", [(10, 2.0)], running=True)  # resumed at step 10
     out, clock, logged = io.StringIO(), Clock(), []
@@ -113,7 +114,8 @@ def test_a_live_display_reads_the_run_directories(tmp_path):
     assert out.getvalue().endswith("\x1b[J")  # the live block is erased at the end
 
 
-def test_off_a_terminal_only_finished_runs_are_printed(tmp_path):
+def test_off_a_terminal_only_finished_runs_are_printed(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)  # nor in a notebook
     write_run(tmp_path, "a", [(5, 1.0)], running=True)
     out, logged = io.StringIO(), []
     with SweepDisplay({"a": 10, "b": 10}, tmp_path, logged.append, stream=out) as display:
@@ -124,6 +126,21 @@ def test_off_a_terminal_only_finished_runs_are_printed(tmp_path):
     assert out.getvalue() == ""
     assert logged == ["[1/2] completed a", "[2/2] failed    b"]
     assert (display.state().done, display.state().failed) == (1, 1)
+
+
+def test_in_a_notebook_kernel_one_line_is_rewritten_in_place(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # any module: only its name is read
+    write_run(tmp_path, "a", [(5, 1.0)], running=True)
+    out, logged = io.StringIO(), []
+    display = SweepDisplay({"a": 10, "b": 10}, tmp_path, logged.append, stream=out)
+    assert display.live and display.single_line
+    display.start()
+    display.refresh()
+    display.refresh()
+    summary = "\r0/2 done, 1 running, 0 failed, 1 queued; ETA measuring (15 steps left)"
+    assert out.getvalue() == summary + "\r" + summary  # no per-run lines, no ANSI codes
+    display.finished("a", "[1/2] completed a")
+    assert logged == ["[1/2] completed a"]
 
 
 def test_the_display_imports_no_torch():

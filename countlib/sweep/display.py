@@ -5,8 +5,9 @@ The parent process reads the run directories, not the workers: each running run 
 works alike for runs trained in this process, in pool workers, on a Ray cluster or by another
 sweep. On a terminal it keeps a few lines up to date below the finished-run lines: runs done,
 running, failed and queued, the sweep's measured steps/s and ETA, and each running run's step
-and last loss. Anywhere else (a log file, CI, pytest's capture, a notebook) it prints only the
-line of each finished run, as sweeps always did.
+and last loss. In a notebook (a Jupyter kernel) it keeps the first of them, the counts and ETA,
+as one line rewritten in place. Anywhere else (a log file, CI, pytest's capture) it prints only
+the line of each finished run, as sweeps always did.
 
 Imports no torch: the parent reads text files only.
 """
@@ -132,9 +133,10 @@ class SweepDisplay:
     """Shows a sweep of the runs in ``planned`` (run name -> planned steps) under
     ``runs_dir``.
 
-    `finished` and `log` print a line through ``log`` in every mode. ``live`` (default: whether
-    ``stream`` is a terminal) adds the updating lines on ``stream``, redrawn every `REFRESH_S`
-    seconds by a thread while `training` is entered; ``clock`` is injectable for tests.
+    `finished` and `log` print a line through ``log`` in every mode. ``live`` adds the
+    updating lines on ``stream``, redrawn every `REFRESH_S` seconds by a thread while the
+    display is entered; by default where ``stream`` is a terminal, and in a Jupyter kernel as
+    one line rewritten in place (``single_line``). ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -151,7 +153,10 @@ class SweepDisplay:
         self.runs_dir = Path(runs_dir)
         self._log = log
         self.stream = stream or sys.stdout
-        self.live = _is_terminal(self.stream) if live is None else live
+        terminal = _is_terminal(self.stream)
+        notebook = not terminal and "ipykernel" in sys.modules
+        self.live = (terminal or notebook) if live is None else live
+        self.single_line = self.live and notebook
         self.clock = clock
         self.finished_runs: dict[str, bool] = {}  # name -> failed
         self._baseline: dict[str, int] = {}  # steps each run had when training started here
@@ -239,13 +244,17 @@ class SweepDisplay:
         if not self.live:
             return
         lines = render(state, shutil.get_terminal_size().columns - 1)
-        self.stream.write("\n".join(lines) + "\n")
+        if self.single_line:  # a notebook replaces a line's text after a carriage return
+            lines = lines[:1]
+            self.stream.write("\r" + lines[0])
+        else:
+            self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
         self._drawn = len(lines)
 
     def _erase(self) -> None:
         if self._drawn:
-            self.stream.write(_UP.format(self._drawn) + _CLEAR)
+            self.stream.write("\r" if self.single_line else _UP.format(self._drawn) + _CLEAR)
             self.stream.flush()
             self._drawn = 0
 
