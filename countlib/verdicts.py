@@ -65,14 +65,16 @@ def verdict_line(findings: Iterable[Any]) -> str:
     findings = list(findings)
     parts = []
     for verdict in (HOLDS, FAILS):
-        keys = [_key(f) for f in findings if f.verdict == verdict]
+        keys = [claim_key(f) for f in findings if f.verdict == verdict]
         if keys:
             parts.append(f"{verdict} {', '.join(sorted(keys, key=_order))}")
     return "; ".join(parts) or "none decided"
 
 
-def _key(finding: Any) -> str:
-    return str(getattr(finding.claim, "key", finding.claim.number))
+def claim_key(finding: Any) -> str:
+    """A finding's claim key ("19", "24 S4"; an analysis claim's number)."""
+    claim = finding.claim
+    return str(claim.key if hasattr(claim, "key") else claim.number)
 
 
 def _order(key: str) -> tuple[int, str]:

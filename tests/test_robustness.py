@@ -1,0 +1,50 @@
+"""The second draw of seeds: the same deciding cells, other seeds, verdicts compared."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from countlib.claims import FAILS, HOLDS, UNDECIDED
+from countlib.profiles import explain, get_profile
+from countlib.robustness import SECOND_SEEDS, agreement, agreement_line, reseeded
+from countlib.sweep import expand
+
+
+def _without_seed(run) -> tuple:
+    """A run's configuration apart from its seed."""
+    config = run.config.to_dict() if hasattr(run.config, "to_dict") else vars(run.config)
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k != "seed"))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "laptop"])
+def test_the_second_draw_trains_each_deciding_cell_alike_with_other_seeds(profile):
+    first = get_profile(profile)
+    deciding = {why.run for why in explain(profile) if not why.filler}
+    second = expand(reseeded(profile))
+    firsts = [run for run in first if run.name in deciding]
+    # as many runs, seed for seed: the profile's seeds in order map onto SECOND_SEEDS
+    assert len(second) == len(firsts)
+    assert {run.config.seed for run in second} <= set(SECOND_SEEDS)
+    assert not {run.name for run in second} & {run.name for run in first}
+    settings = sorted(_without_seed(run) for run in firsts)
+    assert sorted(_without_seed(run) for run in second) == settings
+
+
+def test_only_decided_verdicts_are_compared_and_a_flip_is_named():
+    def finding(key, verdict):
+        return SimpleNamespace(claim=SimpleNamespace(key=key), verdict=verdict)
+
+    first = [finding("8", FAILS), finding("10", UNDECIDED), finding("24 S4", HOLDS)]
+    same = agreement(first, [finding("8", FAILS), finding("10", HOLDS), finding("24 S4", HOLDS)])
+    assert [a.claim for a in same] == ["8", "24 S4"] and all(a.agrees for a in same)
+    assert agreement_line(same) == "2 of 2 decided verdicts agree on the second seeds"
+    flipped = agreement(first, [finding("8", UNDECIDED)])
+    assert agreement_line(flipped) == (
+        "0 of 2 decided verdicts agree on the second seeds "
+        "(differ: 8: does not hold -> undecided; 24 S4: holds -> missing)"
+    )
+
+
+def test_a_profile_that_decides_nothing_has_no_second_draw():
+    with pytest.raises(ValueError, match="choose from smoke, laptop"):
+        reseeded("paper-lite")
