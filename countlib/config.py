@@ -154,10 +154,12 @@ class RunConfig:
         self._check_positions(task, model_cfg)
 
     def _check_warmup(self) -> None:
-        """A warmup of the run's own longer than the run never reaches its learning rate."""
-        warmup = self.optim.warmup_steps
-        steps = get_family(self.model).steps if self.optim.steps is None else self.optim.steps
-        if warmup is not None and warmup > steps:
+        """A warmup of the run's own longer than the run never reaches its learning rate. The
+        family's default (the paper's 3,000 steps for Transformers) is not the run's own: a
+        resolved config (`resolve`) spells it out, and a short run keeps it as it always has."""
+        warmup, family = self.optim.warmup_steps, get_family(self.model)
+        steps = family.steps if self.optim.steps is None else self.optim.steps
+        if warmup is not None and warmup != family.warmup_steps and warmup > steps:
             raise ValueError(
                 f"warmup_steps {warmup} is longer than the run ({steps} steps): its learning "
                 f"rate would never reach lr; set warmup_steps to at most {steps}"

@@ -163,7 +163,7 @@ def test_a_family_notebook_trains_its_own_grid_without_a_profile(tmp_path):
 
     out = tmp_path / "train_transformer.ipynb"
     parameters = {"pes": ["nope"], "layers": 1, "hidden": 16, "heads": 2, "steps": 12,
-                  "eval_every": 6, "runs_dir": str(tmp_path / "runs")}  # fmt: skip
+                  "eval_every": 6, "warmup": 6, "runs_dir": str(tmp_path / "runs")}  # fmt: skip
     papermill.execute_notebook(str(REPO / "notebooks" / "train_transformer.ipynb"), str(out),
                                parameters=parameters, kernel_name="python3",
                                progress_bar=False)  # fmt: skip

@@ -48,6 +48,10 @@ def test_a_warmup_longer_than_the_run_is_an_error():
     with pytest.raises(ValueError, match="warmup_steps 50 is longer than the run \\(20 steps\\)"):
         RunConfig("mod10", "lstm", optim=OptimConfig(steps=20, warmup_steps=50))
     RunConfig("mod10", "lstm", optim=OptimConfig(steps=20, warmup_steps=20))  # fine
+    # the family's default is not the run's own: a short Transformer run keeps the paper's 3,000
+    options = {"hidden": 16, "heads": 2, "layers": 1}
+    short = RunConfig("mod10", "transformer", model_options=options, optim=OptimConfig(steps=20))
+    assert short.resolve().optim.warmup_steps == 3000
 
 
 def test_old_names_still_work_and_say_the_new_one(capsys):
