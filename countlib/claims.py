@@ -119,11 +119,11 @@ class Condition:
             reads += f"; OOD of the seeds that fitted {percent(ood)}"
         if self.kind == "fits":
             # not fitting within a budget refutes nothing: a longer one may fit
-            verdict, note = _against("best IND", fit, ">=", self.threshold)
+            verdict, note = against("best IND", fit, ">=", self.threshold)
             return Outcome(UNDECIDED if verdict == FAILS else verdict, (f"{reads} ({note})",))
         if self.kind == "fails_to_fit":
             return self._judge_fails_to_fit(cells, found, reads)
-        fitted, note = _against("best IND", fit, ">=", FIT_IND)
+        fitted, note = against("best IND", fit, ">=", FIT_IND)
         if fitted != HOLDS:
             why = "did not fit" if fitted == FAILS else "its fit is too close to call"
             return Outcome(UNDECIDED, (f"{reads}: {why} ({note})",))
@@ -132,33 +132,33 @@ class Condition:
         if self.kind == "no_worse":
             return self._judge_no_worse(cells, found, reads)
         sign = ">=" if self.kind == "generalises" else "<="
-        verdict, note = _against("OOD", ood, sign, self.threshold)
+        verdict, note = against("OOD", ood, sign, self.threshold)
         low = verdict == (FAILS if self.kind == "generalises" else HOLDS)
         return _unless_improving(Outcome(verdict, (f"{reads} ({note})",)), low, found, fitted=True)
 
     def _judge_fails_to_fit(self, cells: Cells, found: Mapping[str, Any], reads: str) -> Outcome:
         assert self.control is not None
         control = _usable(_read(cells, self.control))
-        if control is None or _against("", control["fit_ind"], ">=", FIT_IND)[0] != HOLDS:
+        if control is None or against("", control["fit_ind"], ">=", FIT_IND)[0] != HOLDS:
             why = "missing" if control is None else f"best IND {percent(control['fit_ind'])}"
             note = f"{reads}: control {_where(self.control)} does not fit clearly ({why})"
             return Outcome(UNDECIDED, (note,))
-        verdict, note = _against("best IND", found["fit_ind"], "<=", self.threshold)
+        verdict, note = against("best IND", found["fit_ind"], "<=", self.threshold)
         outcome = Outcome(verdict, (f"{reads} ({note})",))
         return _unless_improving(outcome, verdict == HOLDS, found, fitted=False)
 
     def _judge_no_worse(self, cells: Cells, found: Mapping[str, Any], reads: str) -> Outcome:
         assert self.control is not None
         control = _usable(_read(cells, self.control))
-        fitted = None if control is None else _against("", control["fit_ind"], ">=", FIT_IND)[0]
+        fitted = None if control is None else against("", control["fit_ind"], ">=", FIT_IND)[0]
         if control is None or fitted != HOLDS or math.isnan(control["fit_ood"]):
             why = "missing" if control is None else f"best IND {percent(control['fit_ind'])}"
             note = f"{reads}: control {_where(self.control)} did not fit clearly ({why})"
             return Outcome(UNDECIDED, (note,))
         floor = control["fit_ood"] - self.threshold
-        verdict, against = _against("OOD", found["fit_ood"], ">=", floor)
+        verdict, reading = against("OOD", found["fit_ood"], ">=", floor)
         note = (
-            f"{reads} ({against}, the bar {percent(self.threshold)} points under "
+            f"{reads} ({reading}, the bar {percent(self.threshold)} points under "
             f"{_where(self.control)}'s {percent(control['fit_ood'])})"
         )
         # holding rests on the control's OOD not rising further, failing on this cell's
@@ -197,7 +197,7 @@ def longer_budget(cap: int | None) -> str:
     return "a spec file with a longer `steps` trains past it"
 
 
-def _against(name: str, value: float, sign: str, bar: float) -> tuple[str, str]:
+def against(name: str, value: float, sign: str, bar: float) -> tuple[str, str]:
     """``value`` against ``bar`` (``sign`` ">=" or "<="): HOLDS or FAILS clear of the bar by
     `VERDICT_BAND`, else UNDECIDED; and how it reads, e.g. "OOD 97.1 % against >= 95.0 %:
     +2.1, within the 3-point band"."""

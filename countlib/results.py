@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from countlib.plateau import PLATEAU_EVALS, PLATEAU_TOLERANCE, history_of, plateaued
-from countlib.train.records import SET_ASIDE_MARK, RunDir, RunRecordError
+from countlib.train.records import (
+    RETRAIN_HINT,
+    SET_ASIDE_MARK,
+    TALLIES,
+    RunDir,
+    RunRecordError,
+)
 
 #: Which checkpoint's numbers a table reports.
 CHECKPOINT_RULES = ("best_ood", "best_val", "final")
@@ -18,10 +26,114 @@ CHECKPOINT_RULES = ("best_ood", "best_val", "final")
 #: the model as fitted. Whether it fits is then the tables' test (best validation IND), and a run
 #: whose best-OOD checkpoint came before it fitted is still analysed as the model it became.
 ANALYSED_CHECKPOINT = "best_val"
+#: The status `load_runs` gives a finished run whose records fail their checks (`check_records`):
+#: its row has no numbers, and a table cell of it says "damaged record".
+DAMAGED = "damaged"
+#: Bytes read from the end of a CSV record to find its last row (`_last_step`).
+_TAIL_BYTES = 4096
 
 
 class BrokenRunWarning(UserWarning):
-    """A run left out of a table because one of its records cannot be read."""
+    """A run left out of a table, or shown as damaged, because one of its records cannot be
+    read or is not what the run recorded when it completed."""
+
+
+def check_records(run: RunDir, summary: dict) -> None:
+    """RunRecordError naming the file where a finished run's records are not as it left them:
+    its checksums (`RunDir.verify`, weights by size only: a reader of weights hashes them), and,
+    for a run older than checksums too, eval.csv and each tally ending with a whole row at the
+    run's final evaluation (a file cut short ends earlier, or in the middle of a row)."""
+    run.verify(weights=())
+    final = (summary.get("final") or {}).get("step")
+    for path in (run.eval_log, *map(run.tally, TALLIES)):
+        if final is not None and path.exists() and _last_step(path) != final:
+            raise RunRecordError(
+                f"{path} is a damaged record: it ends at step {_last_step(path)}, but the run's "
+                f"final evaluation is step {final} (cut short)"
+            )
+
+
+def check_run(run: RunDir) -> None:
+    """The checks of a finished run as the sweep's skip of it and `check_records` make them:
+    config and summary readable, every result file as recorded, weights hashed too."""
+    check_records(run, run.read_final())
+
+
+def verify_runs(
+    root: str | Path | Iterable[str | Path], *, stamp: bool = False
+) -> dict[str, list[str]]:
+    """The finished runs under ``root`` by what `check_run` finds: ``verified`` (they have
+    checksums), ``unstamped`` (they completed before countlib wrote checksums; the other checks
+    passed) and ``damaged`` (one line each: the file and what is wrong with it). ``stamp``
+    gives each unstamped run its checksums.json, after those checks, and lists it ``stamped``."""
+    found: dict[str, list[str]] = {"verified": [], "unstamped": [], "stamped": [], "damaged": []}
+    for run in (run for run in find_runs(root) if run.is_complete()):
+        try:
+            check_run(run)
+        except RunRecordError as err:
+            found["damaged"].append(str(err))
+            continue
+        if run.checksums.exists():
+            found["verified"].append(run.path.name)
+        elif stamp:
+            run.write_checksums()
+            found["stamped"].append(run.path.name)
+        else:
+            found["unstamped"].append(run.path.name)
+    return found
+
+
+def _last_step(path: Path) -> int | None:
+    """The step of a CSV record's last row; RunRecordError if the file ends inside a row or
+    that row has no step; None for a header alone."""
+    with path.open("rb") as handle:
+        handle.seek(0, io.SEEK_END)
+        handle.seek(max(0, handle.tell() - _TAIL_BYTES))
+        tail = handle.read()
+    if not tail.endswith(b"\n"):
+        raise RunRecordError(f"{path} is a damaged record: it ends inside a row (truncated)")
+    lines = tail.splitlines()
+    if len(lines) < 2 and len(tail) < _TAIL_BYTES:
+        return None  # the header alone
+    first = lines[-1].split(b",", 1)[0]
+    if not first.isdigit():
+        raise RunRecordError(f"{path} is a damaged record: its last row has no step ({first!r})")
+    return int(first)
+
+
+def _warn(run: RunDir, what: str, err: RunRecordError) -> None:
+    warnings.warn(f"run {run.path.name} {what}: {err}; {RETRAIN_HINT}", BrokenRunWarning,
+                  stacklevel=3)  # fmt: skip
+
+
+def _checked(run: RunDir, what: str) -> bool:
+    """Whether the records of ``run`` may be read (`check_records`, where it is final); if
+    not, a `BrokenRunWarning` naming the file says that it was ``what``."""
+    if not run.is_complete():
+        return True
+    try:
+        check_records(run, run.read_summary())
+    except RunRecordError as err:
+        _warn(run, what, err)
+        return False
+    return True
+
+
+def read_csv_record(
+    path: Path, numeric: Sequence[str], dtype: dict[str, type] | None = None
+) -> pd.DataFrame:
+    """A run's CSV record as a DataFrame whose ``numeric`` columns hold numbers; else
+    RunRecordError naming the file (garbled, empty, not text, a column missing or a number
+    that is not one), never pandas' own error."""
+    try:
+        table = pd.read_csv(path, dtype=dtype)
+    except ValueError as err:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunRecordError(f"{path} is a damaged record: not a readable CSV ({reason})") from None
+    bad = [col for col in numeric if col not in table or not is_numeric_dtype(table[col])]
+    if bad:
+        raise RunRecordError(f"{path} is a damaged record: column {', '.join(bad)} is not numbers")
+    return table
 
 
 def find_runs(root: str | Path | Iterable[str | Path]) -> list[RunDir]:
@@ -59,8 +171,15 @@ def _row(run: RunDir) -> dict[str, object]:
     if run.environment.exists():
         run.read_environment()  # the provenance page reads it: broken, it would stop the book
     summary = run.read_summary()
+    row["config_hash"] = summary["config_hash"]
+    try:
+        if run.is_complete():
+            check_records(run, summary)
+        stop = _read_stop(run, summary)
+    except RunRecordError as err:
+        _warn(run, "shown as a damaged record", err)
+        return row | {"status": DAMAGED, "damage": str(err)}
     row |= {
-        "config_hash": summary["config_hash"],
         "status": summary["status"],
         "steps": summary["steps"],
         "wall_time_s": summary["wall_time_s"],
@@ -72,10 +191,20 @@ def _row(run: RunDir) -> dict[str, object]:
         row[f"{rule}_step"] = point.get("step")
         row[f"{rule}_ind"] = point.get("ind")
         row[f"{rule}_ood"] = point.get("ood")
-    return row | _stop(run, summary)
+    return row | stop
 
 
-def _stop(run: RunDir, summary: dict) -> dict[str, object]:
+def _read_stop(run: RunDir, summary: dict) -> dict[str, object]:
+    """`stop_record`, with an eval.csv it cannot parse reported as RunRecordError naming it."""
+    try:
+        return stop_record(run, summary)
+    except (ValueError, KeyError) as err:
+        raise RunRecordError(
+            f"{run.eval_log} is a damaged record: cannot be read ({err})"
+        ) from None
+
+
+def stop_record(run: RunDir, summary: dict) -> dict[str, object]:
     """Why a run stopped (``plateau`` or ``cap`` under a plateau rule, else ``steps``) and
     whether it had stopped improving (`countlib.plateau`): a run with a rule recorded it; one
     trained to a fixed budget is judged on its evaluations by the profiles' rule, so that a low
@@ -96,9 +225,12 @@ def _stop(run: RunDir, summary: dict) -> dict[str, object]:
 def load_runs(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: its config, status, and IND/OOD under every checkpoint rule.
 
-    A run with a record that cannot be read (a truncated or emptied file, a summary missing
-    beside COMPLETE) is left out with a `BrokenRunWarning` naming the file, so that one bad
-    record costs one run, not the table; a book counts it among the runs without results.
+    A run whose config.json or summary.json cannot be read (a truncated or emptied file, a
+    summary missing beside COMPLETE) is left out with a `BrokenRunWarning` naming the file, so
+    that one bad record costs one run, not the table; a book counts it among the runs without
+    results. A finished run whose other records fail their checks (`check_records`: a file
+    edited, cut short or missing since it completed) is kept with status `DAMAGED`, the reason
+    in ``damage`` and no numbers, with a `BrokenRunWarning` too: its table cell says so.
     """
     rows = []
     for run in find_runs(root):
@@ -110,11 +242,19 @@ def load_runs(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 
 def load_eval_history(root: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """The tidy evaluation history (step, split, metric, value) of every run, with its name."""
+    """The tidy evaluation history (step, split, metric, value) of every run, with its name.
+
+    A run whose records fail their checks (`check_records`) or whose eval.csv cannot be parsed
+    is left out with a `BrokenRunWarning` naming the file."""
     frames = []
     for run in find_runs(root):
-        if run.eval_log.exists():
-            frames.append(pd.read_csv(run.eval_log).assign(run=run.path.name))
+        if run.eval_log.exists() and _checked(run, "left out"):
+            try:
+                history = read_csv_record(run.eval_log, numeric=("step", "value"))
+            except RunRecordError as err:
+                _warn(run, "left out", err)
+                continue
+            frames.append(history.assign(run=run.path.name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -122,13 +262,23 @@ def load_tally(
     root: str | Path | Iterable[str | Path], kind: str = "position", *, step: str | int = "last"
 ) -> pd.DataFrame:
     """Accuracy by position, count or length (`countlib.train.records.TALLIES`) of every run
-    at one evaluation step ("last", "all" or a step number), with an ``accuracy`` column."""
+    at one evaluation step ("last", "all" or a step number), with an ``accuracy`` column.
+
+    A run whose records fail their checks (`check_records`) or whose tally cannot be parsed is
+    left out with a `BrokenRunWarning` naming the file."""
     frames = []
     for run in find_runs(root):
         path = run.tally(kind)
-        if not path.exists():
+        if not path.exists() or not _checked(run, "left out"):
             continue
-        table = pd.read_csv(path, dtype={kind: str} if kind == "count" else None)
+        try:
+            table = read_csv_record(
+                path, numeric=("step", "correct", "total"),
+                dtype={kind: str} if kind == "count" else None,
+            )  # fmt: skip
+        except RunRecordError as err:
+            _warn(run, "left out", err)
+            continue
         table = table.assign(run=run.path.name)
         if step != "all":
             table = table[table["step"] == (table["step"].max() if step == "last" else step)]
@@ -146,12 +296,13 @@ def aggregate(
 
     "Best" picks the seed with the highest OOD (its IND is reported beside it), as the paper's
     best-of-5 tables do. Diverged runs count with their recorded numbers; incomplete runs are
-    left out and counted in ``incomplete``.
+    left out and counted in ``incomplete``, damaged ones (`DAMAGED`) left out.
     """
     if rule not in CHECKPOINT_RULES:
         raise ValueError(f"unknown checkpoint rule {rule!r}; choose from {CHECKPOINT_RULES}")
     by = [col for col in by if col in runs.columns]
-    done = runs[runs["status"] != "incomplete"] if "status" in runs else runs.iloc[0:0]
+    unfinished = ("incomplete", DAMAGED)
+    done = runs[~runs["status"].isin(unfinished)] if "status" in runs else runs.iloc[0:0]
     rows = []
     for key, group in done.groupby(by, dropna=False):
         ind, ood = group[f"{rule}_ind"].astype(float), group[f"{rule}_ood"].astype(float)

@@ -348,8 +348,8 @@ def test_probes_read_the_hand_made_counter_beyond_the_training_length():
 # -- the claims' verdict rules -----------------------------------------------------------------
 
 
-def m(pe: str, value: float | None, ind: float | None = 1.0) -> Measure:
-    return Measure(f"run-{pe}", pe, ind, value)
+def m(pe: str, value: float | None, ind: float | None = 1.0, plateaued: bool = True) -> Measure:
+    return Measure(f"run-{pe}", pe, ind, value, plateaued)
 
 
 def test_claim_16_holds_fails_and_stays_undecided_on_hand_made_numbers():
@@ -360,6 +360,21 @@ def test_claim_16_holds_fails_and_stays_undecided_on_hand_made_numbers():
     assert CLAIM_16.judge(clusters[:2]).verdict == UNDECIDED  # no SPE run
     unfit = CLAIM_16.judge([*clusters[:2], m("spe", None, ind=0.6)])
     assert unfit.verdict == UNDECIDED and any("did not fit" in e for e in unfit.evidence)
+
+
+def test_claim_16_keeps_the_verdict_band_and_waits_for_a_low_probe_to_stop_improving():
+    clusters = [m("sine", 0.97), m("ape", 0.93), m("spe", 0.12)]
+    # within 3 points of a bar: undecided, the margin shown
+    near = CLAIM_16.judge([m("sine", 0.885), *clusters[1:]])
+    assert near.verdict == UNDECIDED
+    assert any("probe accuracy 88.5 % against >= 90.0 %: -1.5, within" in e for e in near.evidence)
+    # a SinePE run that does not cluster while still improving: its low probe decides nothing
+    rising = CLAIM_16.judge([m("sine", 0.4, plateaued=False), *clusters[1:]])
+    assert rising.verdict == UNDECIDED
+    assert any("still improving" in e for e in rising.evidence)
+    # nor does an SPE run's low probe; an SPE run that clusters fails the claim all the same
+    assert CLAIM_16.judge([*clusters[:2], m("spe", 0.1, plateaued=False)]).verdict == UNDECIDED
+    assert CLAIM_16.judge([*clusters[:2], m("spe", 0.8, plateaued=False)]).verdict == FAILS
 
 
 def test_claim_17_holds_fails_and_stays_undecided_on_hand_made_numbers():

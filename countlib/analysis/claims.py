@@ -28,9 +28,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from countlib.claims import FAILS, HOLDS, UNDECIDED, Outcome, combine_all
+from countlib.claims import FAILS, HOLDS, UNDECIDED, Outcome, against, combine_all
 from countlib.formatting import FIT_IND, percent
-from countlib.results import ANALYSED_CHECKPOINT
+from countlib.results import ANALYSED_CHECKPOINT, stop_record
 
 #: Claim 16: OOD probe accuracy (count mod 10, chance 10 %) at or above which a model clusters,
 #: at or below which it does not. Ours: the paper judged its figure by eye.
@@ -53,6 +53,9 @@ class Measure:
     pe: str
     ind: float | None
     value: float | None
+    #: Whether the run had stopped improving (`countlib.results.stop_record`): a verdict that
+    #: rests on it doing badly needs it. None: not known, read as still improving.
+    plateaued: bool | None = True
 
     def fits(self) -> bool:
         return self.ind is not None and self.ind >= FIT_IND
@@ -123,14 +126,20 @@ class ClusterClaim(AnalysisClaim):
         return combine_all(outcomes)
 
     def _judge_run(self, m: Measure) -> Outcome:
+        """The probe accuracy against its bar with `countlib.claims.VERDICT_BAND` either side;
+        a low one (a SinePE or APE run that does not cluster, an SPE run that does not) needs a
+        run that stopped improving."""
         reads = m.reads(self.what)
         if not m.fits() or m.value is None:
             return Outcome(UNDECIDED, (reads,))
-        if m.pe in self.clustered:
-            met, rule = m.value >= CLUSTERED, f">= {CLUSTERED}"
-        else:
-            met, rule = m.value <= NOT_CLUSTERED, f"<= {NOT_CLUSTERED}"
-        return Outcome(HOLDS if met else FAILS, (f"{reads} ({rule}?)",))
+        clusters = m.pe in self.clustered
+        sign, bar = (">=", CLUSTERED) if clusters else ("<=", NOT_CLUSTERED)
+        verdict, note = against("probe accuracy", m.value, sign, bar)
+        low = verdict == (FAILS if clusters else HOLDS)
+        if low and not m.plateaued:
+            still = "undecided: the run was still improving at its cap"
+            return Outcome(UNDECIDED, (f"{reads} ({note}); {still}",))
+        return Outcome(verdict, (f"{reads} ({note})",))
 
 
 @dataclass(frozen=True)
@@ -215,11 +224,13 @@ def measure_runs(
         config = run.read_config()
         if not claim.selects(config) or not run.summary.exists():
             continue
-        ind = (run.read_summary().get(checkpoint) or {}).get("ind")
+        summary = run.read_summary()
+        ind = (summary.get(checkpoint) or {}).get("ind")
         fits = ind is not None and ind >= FIT_IND
         value = claim.measure(load_run(path, checkpoint), per_split) if fits else None
         pe = config["model_options"]["pe"]
-        measures.append(Measure(run.path.name, pe, ind, value))
+        plateaued = bool(stop_record(run, summary)["plateaued"])
+        measures.append(Measure(run.path.name, pe, ind, value, plateaued))
     return measures
 
 
