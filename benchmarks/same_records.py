@@ -2,8 +2,10 @@
 refactoring changed no recorded result (train the same sweep before and after, compare).
 
 Compared: the run names (config hashes), every record byte for byte (config, evaluations,
-tallies, COMPLETE), the training log and summary without their wall times, and the weights
-tensor by tensor (safetensors files of equal tensors may order their header differently).
+tallies, COMPLETE), the training log and summary without their wall times, the weights tensor
+by tensor (safetensors files of equal tensors may order their header differently), and
+checksums.json: the same files listed, with the same checksums for those compared byte for
+byte (it holds no time of its own; the checksums of the others follow their bytes).
 Not compared: environment.json (versions, machine, dates) and last.pt (which holds the rng and
 wall clock of the process that wrote it).
 
@@ -22,6 +24,8 @@ import torch
 from safetensors.torch import load_file
 
 SKIPPED = {"environment.json", "last.pt"}
+#: The records compared other than byte for byte (`same_file`), by name or suffix.
+READ_AS_VALUES = {"train.csv", "summary.json", ".safetensors"}
 
 
 def same_file(before: Path, after: Path) -> bool:
@@ -33,7 +37,21 @@ def same_file(before: Path, after: Path) -> bool:
     if before.name == "summary.json":
         a, b = json.loads(before.read_text()), json.loads(after.read_text())
         return {**a, "wall_time_s": None} == {**b, "wall_time_s": None}
+    if before.name == "checksums.json":
+        return _bytewise_checksums(before) == _bytewise_checksums(after)
     return before.read_bytes() == after.read_bytes()
+
+
+def _bytewise_checksums(path: Path) -> tuple[list[str], dict[str, object]]:
+    """The files checksums.json lists, and the checksums of those compared byte for byte."""
+    files = json.loads(path.read_text())["files"]
+    bytewise = {
+        name: digest
+        for name, digest in files.items()
+        if Path(name).name not in SKIPPED | READ_AS_VALUES
+        and Path(name).suffix not in READ_AS_VALUES
+    }
+    return sorted(files), bytewise
 
 
 def _rows(path: Path) -> list[list[str]]:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,10 +23,10 @@ from countlib.export import FORMATS, configurations, evaluations, load_selected,
 from countlib.families import MODELS
 from countlib.models.backends import BackendUnavailableError
 from countlib.paths import RUNS_DIR_VARIABLE, default_runs_dir
-from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES
+from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES, verify_runs
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
-from countlib.train.records import RunDir, RunLockedError, evaluation_step
+from countlib.train.records import RETRAIN_HINT, RunDir, RunLockedError, evaluation_step
 from countlib.train.tensorboard_log import TensorBoardUnavailableError
 
 if TYPE_CHECKING:
@@ -314,13 +315,47 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         sweep = expand(load_spec(args.spec)) if args.spec else get_profile(args.profile)
         names = {run.name for run in sweep}
-    runs = load_selected(args.runs_dir, names)
-    if args.evaluations:
-        table = evaluations(runs, args.runs_dir)
-    else:
-        table = configurations(runs, args.rule)
+    with _one_line_warnings():  # a damaged run: "warning: run ... <file> ...", one line
+        runs = load_selected(args.runs_dir, names)
+        if args.evaluations:
+            table = evaluations(runs, args.runs_dir)
+        else:
+            table = configurations(runs, args.rule)
     write(table, args.format, sys.stdout)
     return 0
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings raised inside print as one line on stderr, ``warning: <message>``, as errors
+    do, not with the file and source line of where they were raised."""
+
+    def show(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"warning: {_one_line(Exception(message))}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``countlib runs verify|stamp``: check every finished run's records (and stamp the older
+    ones with checksums); exit 1 where one is damaged."""
+    if not Path(args.runs_dir).is_dir():
+        raise ValueError(f"{args.runs_dir}: no such runs directory")
+    found = verify_runs(args.runs_dir, stamp=args.action == "stamp")
+    for line in found["damaged"]:
+        print(f"damaged: {line}")
+    print(
+        f"{sum(map(len, found.values()))} finished runs: {len(found['verified'])} verified, "
+        f"{len(found['stamped'])} stamped now, {len(found['unstamped'])} without checksums, "
+        f"{len(found['damaged'])} damaged"
+    )
+    if found["unstamped"]:
+        print(f"`countlib runs stamp {args.runs_dir}` gives those without checksums theirs")
+    if found["damaged"]:
+        print(f"the damaged ones: {RETRAIN_HINT}")
+    return 1 if found["damaged"] else 0
 
 
 def cmd_book(args: argparse.Namespace) -> int:
@@ -603,6 +638,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(as recorded: accuracies are fractions 0-1)",
     )
     res.set_defaults(func=cmd_results)
+
+    runs_cmd = sub.add_parser(
+        "runs", help="check finished runs against their checksums, or stamp older runs with them"
+    )
+    runs_cmd.add_argument(
+        "action", choices=("verify", "stamp"),
+        help="verify: report every damaged record; stamp: also give finished runs older than "
+        "checksums (that pass the other checks) their checksums.json",
+    )  # fmt: skip
+    runs_cmd.add_argument(
+        "runs_dir", nargs="?", default=default_runs_dir(), metavar="RUNS_DIR",
+        help=f"default: ${RUNS_DIR_VARIABLE} or the repository's runs/",
+    )  # fmt: skip
+    runs_cmd.set_defaults(func=cmd_runs)
 
     book = sub.add_parser(
         "book", help="run a profile, execute the notebooks with papermill, build the book"

@@ -38,6 +38,7 @@ NUMBERS = (
     "structural_check",
     "diverged",
     "incomplete",
+    "damaged",
     "best_run",
     "runs",
 )
@@ -91,7 +92,8 @@ def configurations(runs: pd.DataFrame, rule: str = "best_ood") -> pd.DataFrame:
     ``fitted_seeds``: those whose best validation IND reached the fit bar
     (`countlib.formatting.FIT_IND`), ``fit_ind_pct`` the highest of them; ``structural_check``:
     every run was planned too short to decide anything (`countlib.tables.structural_check`).
-    Runs still training count in ``incomplete`` and nowhere else.
+    Runs still training count in ``incomplete`` and nowhere else; a configuration with a
+    damaged run (`countlib.results.DAMAGED`) counts them in ``damaged`` and has no numbers.
     """
     if rule not in CHECKPOINT_RULES:
         choices = ", ".join(CHECKPOINT_RULES)
@@ -107,7 +109,7 @@ def _numbers(runs: pd.DataFrame, rule: str) -> dict[str, object]:
     best = cell(runs, _CELL_OF["best"], {}, {}, rule)
     if best["missing"]:
         return {"checkpoint": rule, "seeds": 0, "incomplete": best["incomplete"],
-                "runs": list(runs["run"])}  # fmt: skip
+                "damaged": len(best.get("damaged", ())), "runs": list(runs["run"])}  # fmt: skip
     median = cell(runs, _CELL_OF["median"], {}, {}, rule)
     return {
         "checkpoint": rule,
@@ -121,6 +123,7 @@ def _numbers(runs: pd.DataFrame, rule: str) -> dict[str, object]:
         "structural_check": best["structural"],
         "diverged": int((runs["status"] == "diverged").sum()),
         "incomplete": best["incomplete"],
+        "damaged": 0,
         "best_run": best["best_run"],
         "runs": best["runs"],
     }

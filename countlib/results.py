@@ -54,9 +54,13 @@ def check_records(run: RunDir, summary: dict) -> None:
 
 
 def check_run(run: RunDir) -> None:
-    """The checks of a finished run as the sweep's skip of it and `check_records` make them:
-    config and summary readable, every result file as recorded, weights hashed too."""
+    """Every check of a finished run: those of the sweep's skip of it (config and summary
+    readable, every result file as recorded, weights hashed too) and of `check_records`, and
+    eval.csv and each tally parsed whole (`countlib runs verify` and ``stamp``)."""
     check_records(run, run.read_final())
+    for path in (run.eval_log, *map(run.tally, TALLIES)):
+        if path.exists():
+            read_csv_record(path, numeric=("step",))
 
 
 def verify_runs(

@@ -4,7 +4,8 @@ A table is rows x columns, each a filter on the run table of `countlib.results.l
 (task, model, pe, layers, hidden, ...). A cell aggregates the seeds its filters select:
 best-of-k or median-of-k of IND / OOD at the chosen checkpoint rule, in the metrics each task
 declares (the first-token probes score the first position only). A cell without runs says
-"missing"; it never shows a number that was not produced.
+"missing", one with a run whose records fail their checks (`countlib.results.DAMAGED`) "damaged
+record"; it never shows a number that was not produced.
 
 Every cell also shows the paper's value for it (`countlib.paper_results`; Chang & Bisk, ICLR
 2025) and whether the paper's OOD lies in the range of countlib's seeds: from the lowest to the
@@ -49,8 +50,8 @@ from countlib.formatting import (
 from countlib.paper import PAPER_TABLES, TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
 from countlib.profiles import DECIDING, claim_plan
-from countlib.results import aggregate
-from countlib.train.records import precision_name
+from countlib.results import DAMAGED, aggregate
+from countlib.train.records import RETRAIN_HINT, precision_name
 
 __all__ = [
     "PAPER_TABLES",
@@ -134,10 +135,15 @@ def deciding_command(spec: PaperTable, row: str, column: str) -> str:
 
 
 def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule: str) -> dict:
-    """IND / OOD of one cell with its seeds' OOD range, or {"missing": True} without runs;
+    """IND / OOD of one cell with its seeds' OOD range, or {"missing": True} without runs (and
+    ``damaged``, the names of its damaged runs, where one is: then no numbers at all);
     ``structural`` says whether its runs decide nothing (`structural_check`), and ``budget``
     then gives their planned steps."""
     chosen = _select(runs, row, column)
+    damaged = list(chosen.loc[chosen["status"] == DAMAGED, "run"]) if len(chosen) else []
+    if damaged:  # a cell with a damaged run shows no number: the others alone could mislead
+        incomplete = int((chosen["status"] == "incomplete").sum())
+        return {"missing": True, "damaged": damaged, "incomplete": incomplete}
     finished = chosen[chosen["status"] != "incomplete"] if len(chosen) else chosen
     if not len(finished):
         return {"missing": True, "incomplete": len(chosen)}
@@ -238,6 +244,10 @@ def _structural_html(
 
 def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str, command: str = "") -> str:
     """A cell's HTML; ``command`` (`deciding_command`) is what a structural check names."""
+    if c.get("damaged"):
+        title = html.escape(f"damaged: {', '.join(c['damaged'])}; {RETRAIN_HINT}")
+        paper_line = _paper_html(c, paper)
+        return f'<td class="cl-damaged" title="{title}">damaged record<br>{paper_line}</td>'
     if c["missing"]:
         return f'<td class="cl-missing">missing<br>{_paper_html(c, paper)}</td>'
     if c["structural"]:

@@ -16,7 +16,7 @@ from countlib.batches import Batch, Collator
 from countlib.config import RunConfig
 from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES
 from countlib.tasks import Example, Task
-from countlib.train.records import RunDir, evaluation_step
+from countlib.train.records import RETRAIN_HINT, RunDir, RunRecordError, evaluation_step
 
 #: The checkpoints an analysis can read, as the tables name them; "final" is ``last.pt``. A run
 #: trained with ``eval.keep_weights`` also has ``step-<N>``, the weights of each evaluation.
@@ -128,6 +128,7 @@ def load_run(run_dir: str | Path, checkpoint: str = ANALYSED_CHECKPOINT) -> Anal
             f"{run.path} is not a run directory (no config.json); give a directory that "
             "`countlib train` or a sweep wrote"
         )
+    _verify(run, checkpoint)
     config, model = load_run_model(run.path, _RELOAD_NAMES.get(checkpoint, checkpoint))
     model.eval()
     task = task_for(config)
@@ -136,6 +137,18 @@ def load_run(run_dir: str | Path, checkpoint: str = ANALYSED_CHECKPOINT) -> Anal
     )
     summary = run.read_summary() if run.summary.exists() else {}
     return AnalysisRun(run.path, checkpoint, config, model, task, collator, summary)
+
+
+def _verify(run: RunDir, checkpoint: str) -> None:
+    """`RunDir.verify` of a run about to be analysed at ``checkpoint``, hashing the weights it
+    loads; RunRecordError naming the damaged file and how to retrain the run."""
+    step = evaluation_step(checkpoint)
+    name = _RELOAD_NAMES.get(checkpoint, checkpoint)
+    loaded = run.evaluation_weights(step) if step is not None else getattr(run, name)
+    try:
+        run.verify(weights=[loaded])
+    except RunRecordError as err:
+        raise RunRecordError(f"{err}; {RETRAIN_HINT}") from None
 
 
 def kept_checkpoints(run_dir: str | Path) -> list[tuple[str, int]]:

@@ -18,6 +18,8 @@ Layout::
         evaluations/step-<step>.safetensors   model weights at every evaluation (only with
                            eval.keep_weights), read as checkpoint ``step-<step>``
         tensorboard/       TensorBoard event files (only with eval.tensorboard)
+        checksums.json     size and sha256 of every result file above (not tensorboard/),
+                           written as the run completes, just before COMPLETE
         COMPLETE           written last; its presence means the run is final
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -126,6 +129,23 @@ ENVIRONMENT_KEYS = ("config_hash",)
 FINAL_STATUSES = ("complete", "diverged")
 #: A run directory moved aside by ``countlib sweep --retrain-broken``: ``<name>.broken-<time>``.
 SET_ASIDE_MARK = ".broken-"
+#: What a reader that finds a broken record of a run tells the user to do about it.
+RETRAIN_HINT = (
+    "retrain it with `countlib sweep --retrain-broken` and the --profile or --spec that trained it"
+)
+#: Result files that are model weights or training state: `RunDir.verify` checks only their
+#: sizes where a reader reads numbers alone, and hashes them for a reader that loads them.
+WEIGHT_SUFFIXES = (".safetensors", ".pt")
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """The size and sha256 of ``path`` as `RunDir.checksums` records them."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
 
 
 def read_record(path: Path, keys: Sequence[str]) -> dict[str, Any]:
@@ -155,6 +175,21 @@ def _has_key(data: dict[str, Any], dotted: str) -> bool:
     return True
 
 
+def _damage(path: Path, expected: Any, hashed: bool) -> str | None:
+    """How ``path`` differs from what checksums.json recorded for it (`file_digest`), None if
+    it does not; its sha256 is compared only if ``hashed``."""
+    if not isinstance(expected, dict):
+        return "checksums.json holds no size and sha256 for it"
+    if not path.is_file():
+        return "missing, though checksums.json lists it"
+    size = path.stat().st_size
+    if size != expected.get("bytes"):
+        return f"{size:,} bytes, not the {expected.get('bytes')} recorded when the run completed"
+    if hashed and file_digest(path)["sha256"] != expected.get("sha256"):
+        return "its sha256 is not the one recorded when the run completed (edited since)"
+    return None
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -169,6 +204,8 @@ class RunDir:
     best_val = property(lambda self: self.path / "best_val.safetensors")
     best_ood = property(lambda self: self.path / "best_ood.safetensors")
     complete_marker = property(lambda self: self.path / "COMPLETE")
+    #: Size and sha256 of every result file (`result_files`), written just before COMPLETE.
+    checksums = property(lambda self: self.path / "checksums.json")
     #: TensorBoard's event files, for runs with ``eval.tensorboard``.
     tensorboard = property(lambda self: self.path / "tensorboard")
     #: The weights of every evaluation, for runs with ``eval.keep_weights``.
@@ -256,17 +293,64 @@ class RunDir:
 
     def read_final(self, config_hash: str | None = None) -> dict[str, Any]:
         """The summary of a complete run whose config and summary can be read and, given
-        ``config_hash``, are that run's; else RunRecordError naming the broken file."""
+        ``config_hash``, are that run's, and whose result files are as it recorded them
+        (`verify`, weights included); else RunRecordError naming the broken file."""
         self.read_config()
         summary = self.read_summary()
         if config_hash is not None and summary["config_hash"] != config_hash:
             raise RunRecordError(
                 f"{self.summary} records run {summary['config_hash']}, not this run ({config_hash})"
             )
+        self.verify()
         return summary
 
     def mark_complete(self, status: str) -> None:
+        """Make the run final: its checksums first, then COMPLETE, so that a kill between the
+        two leaves a run that is not final (it resumes and writes both again), never one final
+        without checksums."""
+        self.write_checksums()
         atomic_write_text(self.complete_marker, status + "\n")
+
+    def result_files(self) -> list[Path]:
+        """The files a finished run's checksums cover, those present: every record the trainer
+        writes but COMPLETE, and the weights of each kept evaluation. Not tensorboard/, which
+        no countlib reader reads."""
+        records = [path for path in self.trainer_records() if path != self.complete_marker]
+        records.remove(self.checksums)
+        kept = [self.evaluation_weights(step) for step in self.kept_evaluations()]
+        return [path for path in records + kept if path.exists()]
+
+    def write_checksums(self) -> None:
+        """Record the size and sha256 of every result file (`result_files`) in checksums.json;
+        nothing else (no time), so identical records give identical checksums."""
+        files = {path.relative_to(self.path).as_posix(): file_digest(path)
+                 for path in self.result_files()}  # fmt: skip
+        atomic_write_json(self.checksums, {"algorithm": "sha256", "files": files})
+
+    def verify(self, *, weights: Iterable[Path] | None = None) -> None:
+        """Check a complete run's result files against its checksums.json: each is present,
+        with its recorded size and sha256; else RunRecordError naming the first that is not.
+
+        ``weights``: the weights and training state (`WEIGHT_SUFFIXES`) to hash, those a reader
+        loads (None: all); of the others only the sizes are checked, so that a reader of numbers
+        alone (``weights=()``) hashes a few small files. A run that is not complete claims
+        nothing yet, and one that completed before countlib wrote checksums has none: both pass
+        (`countlib runs stamp` gives the latter checksums).
+        """
+        if not self.is_complete() or not self.checksums.exists():
+            return
+        recorded = read_record(self.checksums, ("files",))["files"]
+        if not isinstance(recorded, dict):
+            raise RunRecordError(f"{self.checksums} does not map files to checksums")
+        loaded = None if weights is None else {Path(path).resolve() for path in weights}
+        for name, expected in recorded.items():
+            path = self.path / name
+            hashed = (
+                loaded is None or path.suffix not in WEIGHT_SUFFIXES or path.resolve() in loaded
+            )
+            problem = _damage(path, expected, hashed)
+            if problem:
+                raise RunRecordError(f"{path} is a damaged record: {problem}")
 
     def set_aside(self) -> Path | None:
         """Rename the complete run's directory to ``<name>.broken-<time>`` and return the new
@@ -298,6 +382,7 @@ class RunDir:
             self.last,
             self.best_val,
             self.best_ood,
+            self.checksums,
             self.complete_marker,
         ]
 
