@@ -180,9 +180,10 @@ def _damage(path: Path, expected: Any, hashed: bool) -> str | None:
     it does not; its sha256 is compared only if ``hashed``."""
     if not isinstance(expected, dict):
         return "checksums.json holds no size and sha256 for it"
-    if not path.is_file():
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
         return "missing, though checksums.json lists it"
-    size = path.stat().st_size
     if size != expected.get("bytes"):
         return f"{size:,} bytes, not the {expected.get('bytes')} recorded when the run completed"
     if hashed and file_digest(path)["sha256"] != expected.get("sha256"):
@@ -342,12 +343,10 @@ class RunDir:
         recorded = read_record(self.checksums, ("files",))["files"]
         if not isinstance(recorded, dict):
             raise RunRecordError(f"{self.checksums} does not map files to checksums")
-        loaded = None if weights is None else {Path(path).resolve() for path in weights}
+        loaded = None if weights is None else set(map(Path, weights))  # this RunDir's paths
         for name, expected in recorded.items():
             path = self.path / name
-            hashed = (
-                loaded is None or path.suffix not in WEIGHT_SUFFIXES or path.resolve() in loaded
-            )
+            hashed = loaded is None or path.suffix not in WEIGHT_SUFFIXES or path in loaded
             problem = _damage(path, expected, hashed)
             if problem:
                 raise RunRecordError(f"{path} is a damaged record: {problem}")
