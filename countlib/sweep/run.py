@@ -27,6 +27,7 @@ from countlib.sweep.work import (
     run_group,
     work_units,
 )
+from countlib.train.checkpoint import set_aside_broken
 from countlib.train.records import RunDir, RunLockedError, RunRecordError
 
 EXECUTORS = ("sequential", "pool", "ray")
@@ -80,10 +81,13 @@ def _already_final(
     """The outcome of a run complete on disk, found without starting a worker for it.
 
     A complete run with a broken record is failed, naming the file; with ``retrain_broken``
-    its directory is moved aside (`RunDir.set_aside`) and None says to train it afresh.
+    its directory is moved aside (`RunDir.set_aside`) and None says to train it afresh, as
+    is an unfinished run whose checkpoint cannot resume it (`set_aside_broken`).
     """
     run_dir = RunDir(runs_dir / run.name)
     if not run_dir.is_complete():
+        if retrain_broken:
+            _set_aside_unresumable(run_dir, run.config.config_hash(), log)
         return None
     try:
         summary = run_dir.read_final(run.config.config_hash())
@@ -96,6 +100,15 @@ def _already_final(
                 log(f"broken record, moved aside to {aside.name} to train afresh: {err}")
         return None  # to train: the trainer waits for, or reports, whoever holds it
     return RunOutcome(run.name, run_dir.path, SKIPPED, summary["status"])
+
+
+def _set_aside_unresumable(
+    run_dir: RunDir, config_hash: str, log: Callable[[str], None] | None
+) -> None:
+    with contextlib.suppress(RunLockedError):  # being trained: its checkpoint is being written
+        aside = set_aside_broken(run_dir, config_hash)
+        if aside is not None and log is not None:
+            log(f"broken checkpoint, moved aside to {aside[0].name} to train afresh: {aside[1]}")
 
 
 def run_sweep(

@@ -15,6 +15,7 @@ from pathlib import Path
 from countlib.config import RunConfig
 from countlib.sweep.spec import SweepRun
 from countlib.train import TrainResult, train
+from countlib.train.checkpoint import CheckpointError
 from countlib.train.placement import resolve_device, resolve_precision
 from countlib.train.records import RunDir, RunLockedError
 from countlib.train.stacked import check_stackable, train_stacked
@@ -57,6 +58,10 @@ def run_one(
         result = train(config, runs_dir, device=device, progress=progress, threads=threads)
     except RunLockedError as err:
         return RunOutcome(name, run_dir, LOCKED, error=str(err))
+    except (CheckpointError, OSError) as err:
+        # a checkpoint that cannot resume, a full disk: the user's to act on, told in one line
+        elapsed = time.perf_counter() - started
+        return RunOutcome(name, run_dir, FAILED, error=str(err), seconds=elapsed)
     except Exception:
         elapsed = time.perf_counter() - started
         return RunOutcome(name, run_dir, FAILED, error=traceback.format_exc(), seconds=elapsed)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 #: The checkpoint name of the weights kept at one evaluation (`RunDir.evaluation_weights`).
 EVALUATION_CHECKPOINT = re.compile(r"step-(\d+)")
@@ -62,18 +62,50 @@ def temp_file_beside(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = temp_file_beside(path)
+def new_file_mode() -> int:
+    """The mode of a file this process creates: 0o666 less its umask. mkstemp's 0600 would hide
+    records from the group on a shared file system (a Ray cluster's runs directory)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0)  # elsewhere the only way to read it is to set it, and set it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A handle ("w": UTF-8 text, "wb": bytes) whose contents replace ``path`` at once when
+    the block ends: a reader sees the old file or the new one, never a part of either, and the
+    new file has the user's usual mode (`new_file_mode`).
+
+    A failed write (a full disk, a file size limit, a read-only directory) raises OSError
+    naming ``path``, never the temporary file, and leaves the old file as it was.
+    """
+    tmp = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        fd, tmp = temp_file_beside(path)
+        os.fchmod(fd, new_file_mode())
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
         os.replace(tmp, path)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:
-            # a failed write (a full disk) names no file: name the one being written
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno is not None:
             raise OSError(err.errno, err.strerror, str(path)) from err
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as handle:
+        handle.write(text)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -351,19 +383,19 @@ class RunDir:
             if problem:
                 raise RunRecordError(f"{path} is a damaged record: {problem}")
 
-    def set_aside(self) -> Path | None:
-        """Rename the complete run's directory to ``<name>.broken-<time>`` and return the new
+    def set_aside(self, still_broken: Callable[[], bool] | None = None) -> Path | None:
+        """Rename the broken run's directory to ``<name>.broken-<time>`` and return the new
         path: a broken run trains afresh in its place and nothing of the old one is deleted.
 
         Under the run's lock (RunLockedError if another process has it), so that no trainer is
-        writing into it; None, renaming nothing, if by then it is no longer complete (another
-        process set it aside first).
+        writing into it; None, renaming nothing, if by then ``still_broken()`` is false
+        (default: the run is no longer complete; another process set it aside first).
         """
         target = self.path.with_name(
             f"{self.path.name}{SET_ASIDE_MARK}{datetime.now():%Y%m%dT%H%M%S.%f}"
         )
         with self.lock():
-            if not self.is_complete():
+            if not (still_broken or self.is_complete)():
                 return None
             self.path.rename(target)
         return target

@@ -38,7 +38,13 @@ from countlib.models import (
 from countlib.models.rwkv import l2wrap
 from countlib.plateau import history_of, plateaued
 from countlib.tasks import Task, get_task
-from countlib.train.checkpoint import load_state, save_state, save_weights
+from countlib.train.checkpoint import (
+    UNRESUMABLE_HINT,
+    CheckpointError,
+    load_state,
+    save_state,
+    save_weights,
+)
 from countlib.train.evaluate import evaluate_batches
 from countlib.train.placement import (
     Placement,
@@ -260,6 +266,18 @@ class Trainer:
         self.segments = history.get("segments", [])
         self.step = state["step"]
 
+    def _resume(self) -> None:
+        """Restore the state of ``last.pt``; a checkpoint that cannot resume the run (truncated,
+        another run's, without a piece of the state) is a CheckpointError saying how to
+        retrain it."""
+        try:
+            self._restore(load_state(self.run.last, self.hash))
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}; {UNRESUMABLE_HINT}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # loads, but not this state
+            problem = f"{self.run.last} does not hold this run's training state ({err!r})"
+            raise CheckpointError(f"{problem}; {UNRESUMABLE_HINT}") from None
+
     # -- the loop ----------------------------------------------------------------------------
 
     def run_training(self) -> TrainResult:
@@ -292,7 +310,7 @@ class Trainer:
         self.build()
         resuming = self.run.last.exists()
         if resuming:
-            self._restore(load_state(self.run.last, self.hash))
+            self._resume()
         self._start_segment()
         self._write_static_records()
         # train.csv as of the checkpoint: the rows a killed segment appended after it are
