@@ -8,7 +8,7 @@ import os
 import random
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,10 +24,12 @@ from countlib.families import MODELS
 from countlib.models.backends import BackendUnavailableError
 from countlib.paths import RUNS_DIR_VARIABLE, default_runs_dir
 from countlib.results import ANALYSED_CHECKPOINT, CHECKPOINT_RULES, verify_runs
+from countlib.sweep.spec import MAX_GRID_RUNS, grid_size
 from countlib.tasks import DataError, Task, UnknownTaskError, get_task, list_tasks
 from countlib.train.checkpoint import CheckpointError
 from countlib.train.records import RETRAIN_HINT, RunDir, RunLockedError, evaluation_step
 from countlib.train.tensorboard_log import TensorBoardUnavailableError
+from countlib.validation import SEED_LIMIT
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepRun
@@ -108,7 +110,9 @@ def _examples(task: Task, split: str, n: int | None, seed: int):
 def cmd_export(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     count = data.write_file(args.out, _examples(task, args.split, args.n, args.seed))
-    print(f"wrote {count} lines of {task.name}/{args.split} to {args.out}")
+    # on standard error when the lines go to standard output, so that they stay data alone
+    report = sys.stderr if args.out == data.STDOUT else sys.stdout
+    print(f"wrote {count} lines of {task.name}/{args.split} to {args.out}", file=report)
     return 0
 
 
@@ -145,6 +149,7 @@ def _yaml_value(flag: str, text: str) -> object:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from countlib.train import train
+    from countlib.train.checkpoint import set_aside_broken
 
     config = RunConfig(
         task=args.task,
@@ -170,6 +175,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         position_scheme=args.positions,
         precision=args.precision,
     )
+    if args.retrain_broken:
+        run_dir = RunDir(Path(args.runs_dir) / config.run_name())
+        aside = set_aside_broken(run_dir, config.config_hash())
+        if aside is not None:
+            print(f"broken run moved aside to {aside[0].name} to train afresh: {aside[1]}")
     result = train(
         config,
         args.runs_dir,
@@ -236,15 +246,27 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _positive_count(value: str) -> int:
-    """A count of at least 1 (``--workers``, ``--stack``): 0 or -1 must not mean a default."""
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
-    return count
+def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [``low``, ``high``) (None: no upper bound)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if number < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {number}")
+        if high is not None and number >= high:
+            raise argparse.ArgumentTypeError(f"must be below {high:,}, got {number}")
+        return number
+
+    return parse
+
+
+#: A count of at least 1 (``--workers``, ``--stack``): 0 or -1 must not mean a default.
+_positive_count = _whole_number(1)
+#: A seed: an unsigned 32-bit integer, as configs take (`countlib.validation.SEED_LIMIT`).
+_seed = _whole_number(0, SEED_LIMIT)
 
 
 def _analysed_checkpoint(value: str) -> str:
@@ -402,7 +424,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     from countlib.sweep import select as select_runs
 
-    runs = expand(load_spec(args.spec)) if args.spec else get_profile(args.profile)
+    spec = load_spec(args.spec) if args.spec else None
+    max_runs = None if args.allow_large_grid else MAX_GRID_RUNS
+    if spec is not None and args.dry_run and max_runs is not None:
+        size = grid_size(spec)  # counted, not expanded: a dry run must not take minutes
+        if size > max_runs:
+            print(
+                f"{args.spec}: a grid of {size:,} runs (before duplicates merge), over the "
+                f"{max_runs:,} countlib sweep trains without --allow-large-grid"
+            )
+            return 0
+    runs = expand(spec, max_runs) if spec is not None else get_profile(args.profile)
     runs = select_runs(
         runs, tasks=args.task or (), families=args.family or (), tables=args.table or ()
     )
@@ -479,9 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="val",
         help="train, val, ood or an auxiliary test split (e.g. addbigram_test)",
     )
-    export.add_argument("--n", type=int, default=None, help="number of lines (train: default 1000)")
-    export.add_argument("--seed", type=int, default=0)
-    export.add_argument("--out", required=True)
+    export.add_argument(
+        "--n",
+        type=_whole_number(1, data.MAX_EXPORT_LINES + 1),
+        default=None,
+        help=f"number of lines, 1 to {data.MAX_EXPORT_LINES:,} (train: default 1000)",
+    )
+    export.add_argument("--seed", type=_seed, default=0)
+    export.add_argument("--out", required=True, help="the file to write; - for standard output")
     export.set_defaults(func=cmd_export)
     check = data_sub.add_parser("check", help="validate every line of a file against a task")
     check.add_argument("file")
@@ -534,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="accuracy in [0, 1) a rise must exceed to count (default 0.01, one point)",
     )
-    tr.add_argument("--seed", type=int, default=1234)
+    tr.add_argument("--seed", type=_seed, default=1234)
     tr.add_argument("--aux-share", type=float, help="auxiliary share for mixture tasks")
     tr.add_argument("--positions", choices=POSITION_SCHEMES, help="position-id scheme")
     tr.add_argument("--precision", choices=PRECISIONS, default="auto")
@@ -552,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume a run on other kernels than it trained on so far (e.g. countlib's where "
         "fla's ran: its numbers then mix the two); refused by default",
+    )
+    tr.add_argument(
+        "--retrain-broken",
+        action="store_true",
+        help="if the run cannot go on (a checkpoint that cannot resume it, a broken record of "
+        "a complete run), move its directory aside (<name>.broken-<time>) and train it afresh",
     )
     tr.add_argument(
         "--batches-ahead",
@@ -738,7 +781,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--retrain-broken",
         action="store_true",
-        help="move complete runs with a broken record aside (<name>.broken-<time>) and retrain",
+        help="move runs that cannot go on aside (<name>.broken-<time>) and retrain them: "
+        "complete runs with a broken record, unfinished ones whose checkpoint cannot resume",
+    )
+    sw.add_argument(
+        "--allow-large-grid",
+        action="store_true",
+        help=f"expand a spec of more than {MAX_GRID_RUNS:,} runs (refused by default)",
     )
     sw.set_defaults(func=cmd_sweep)
     return parser

@@ -24,7 +24,14 @@ from countlib.batches import (
 from countlib.models import get_family, model_config
 from countlib.plateau import PLATEAU_TOLERANCE
 from countlib.tasks import Task, get_task
-from countlib.validation import check_at_least, check_field_types, is_number
+from countlib.validation import (
+    MAX_STEPS,
+    SEED_LIMIT,
+    check_at_least,
+    check_below,
+    check_field_types,
+    is_number,
+)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -53,6 +60,7 @@ class OptimConfig:
             self.betas = _betas(self.betas)
         check_field_types(self)
         check_at_least(self, 1, "steps", "batch_size")
+        check_below(self, MAX_STEPS, "steps", "warmup_steps")
         # a negative warmup makes the rate factor negative: gradient ascent; 0 means no warmup
         check_at_least(self, 0, "warmup_steps", "weight_decay", "grad_clip", "l2wrap")
         if self.lr is not None and self.lr <= 0:
@@ -95,6 +103,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         check_at_least(self, 1, "every", "batch_size", "shift_samples")
+        check_at_least(self, 0, "seed")
+        check_below(self, SEED_LIMIT, "seed")
         if self.plateau_evals is not None and self.plateau_evals < 1:
             raise ValueError(f"plateau_evals must be at least 1, got {self.plateau_evals}")
         if self.plateau_tolerance is not None:
@@ -137,6 +147,8 @@ class RunConfig:
         if isinstance(self.eval, dict):
             self.eval = _section(EvalConfig, self.eval, "eval")
         check_field_types(self)
+        check_at_least(self, 0, "seed", "data_seed")
+        check_below(self, SEED_LIMIT, "seed", "data_seed")
         task = get_task(self.task)
         model_cfg = self.model_config(task)
         self._check_warmup()

@@ -1,14 +1,28 @@
-"""Reading, writing and checking files in the original JSON-lines format."""
+"""Reading, writing and checking files in the original JSON-lines format.
+
+Reading is bounded before it starts: a line longer than any example of the task could be
+(`longest_line`), or a file beyond `MAX_FILE_CHARS`, is an error naming the line, so that
+``countlib data check /dev/zero`` ends at once instead of reading without end.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import stat
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
-from countlib.tasks.base import DataError, Example, Task
+from countlib.tasks.base import UNSUPERVISED, DataError, Example, Task
+from countlib.train.records import atomic_file
+
+#: The most lines `countlib data export` writes (``--n``).
+MAX_EXPORT_LINES = 10**7
+#: The most characters a data file may hold: more than the longest export (10^7 lines of 100
+#: tokens take about 10 GB), yet a stream without end stops.
+MAX_FILE_CHARS = 16 * 2**30
 
 
 class DataFileError(DataError):
@@ -41,11 +55,21 @@ def parse_line(text: str) -> Example:
     return inputs, labels
 
 
-def iter_file(path: str | os.PathLike) -> Iterator[tuple[int, Example]]:
-    """Yield (line number, example) for every non-empty line; bad lines raise DataFileError."""
+def longest_line(task: Task) -> int:
+    """The most characters a line of a ``task`` file may hold: twice the line of an example of
+    ``max_seq_len`` tokens, each the longest the task knows, as `format_example` writes it
+    (twice: room for other spacing). A longer line is no example of the task."""
+    widest = max([*task.vocab.tokens, UNSUPERVISED], key=len)
+    tokens = [widest] * task.max_seq_len
+    return 2 * len(format_example((tokens, tokens)))
+
+
+def iter_file(path: str | os.PathLike, max_line: int) -> Iterator[tuple[int, Example]]:
+    """Yield (line number, example) for every non-empty line; bad lines raise DataFileError,
+    as does a line longer than ``max_line`` characters or a file beyond `MAX_FILE_CHARS`."""
     with open(path, encoding="utf-8") as fh:
         try:
-            for number, text in enumerate(fh, start=1):
+            for number, text in _bounded_lines(path, fh, max_line):
                 if not text.strip():
                     continue
                 try:
@@ -57,32 +81,49 @@ def iter_file(path: str | os.PathLike) -> Iterator[tuple[int, Example]]:
             raise DataError(f"{path}: not UTF-8 text ({err.reason})") from None
 
 
-def read_file(path: str | os.PathLike) -> list[Example]:
-    return [example for _, example in iter_file(path)]
+def _bounded_lines(
+    path: str | os.PathLike, fh: IO[str], max_line: int
+) -> Iterator[tuple[int, str]]:
+    """The lines of ``fh``, numbered from 1, each read with a limit, never whole."""
+    total, number = 0, 0
+    while text := fh.readline(max_line + 1):
+        number += 1
+        total += len(text)
+        if len(text) > max_line:
+            raise DataFileError(
+                path, number, f"longer than {max_line:,} characters, more than any example holds"
+            )
+        if total > MAX_FILE_CHARS:
+            raise DataFileError(path, number, f"the file exceeds {MAX_FILE_CHARS:,} characters")
+        yield number, text
 
 
 def format_example(example: Example) -> str:
     return json.dumps([list(example[0]), list(example[1])])
 
 
+#: ``--out`` for standard output.
+STDOUT = "-"
+
+
 def write_file(path: str | os.PathLike, examples: Iterable[Example]) -> int:
-    """Write examples atomically (a reader never sees a half-written file). Returns the count."""
+    """Write examples atomically (a reader never sees a half-written file), or to standard
+    output for `STDOUT`. Returns the count."""
+    if str(path) == STDOUT:
+        return _write_lines(sys.stdout, examples)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(f"{path} is {kind}: name a file to write (or {STDOUT}, standard output)")
+    with atomic_file(path) as fh:
+        return _write_lines(fh, examples)
+
+
+def _write_lines(fh: IO[str], examples: Iterable[Example]) -> int:
     count = 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for example in examples:
-                fh.write(format_example(example) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:
-            # a failed write (a full disk) names no file: name the one being written
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
+    for example in examples:
+        fh.write(format_example(example) + "\n")
+        count += 1
     return count
 
 
@@ -93,7 +134,7 @@ def read_checked(path: str | os.PathLike, task: Task) -> list[Example]:
     (nothing to check or evaluate is a mistake, not a pass).
     """
     examples = []
-    for number, example in iter_file(path):
+    for number, example in iter_file(path, longest_line(task)):
         try:
             task.check(example)
         except DataError as err:

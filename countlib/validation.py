@@ -35,6 +35,22 @@ def check_at_least(config: Any, low: float, *names: str) -> None:
             raise ValueError(f"{name} must be >= {low}, got {value!r}")
 
 
+#: Bounds of the counts and seeds a config may ask for, so that a typo (an extra three zeros,
+#: a minus sign) is refused before anything trains: a run of 10^9 steps would take years on
+#: a CPU, and seeds are unsigned 32-bit integers, what numpy and most generators take.
+MAX_STEPS = 10**9
+SEED_LIMIT = 2**32
+
+
+def check_below(config: Any, high: int, *names: str) -> None:
+    """ValueError for the first of ``names`` (type-checked fields of ``config``) at or above
+    ``high``; None, a default still to come, passes."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value >= high:
+            raise ValueError(f"{name} must be below {high:,}, got {value!r}")
+
+
 def is_number(value: Any) -> bool:
     """A finite int or float, never a bool."""
     return _matches(value, float)

@@ -289,7 +289,7 @@ def test_an_empty_data_file_fails_the_check(tmp_path, capsys):
 
 def test_deeply_nested_json_in_a_data_file_names_file_and_line(tmp_path, capsys):
     deep = tmp_path / "deep.txt"
-    deep.write_text(json.dumps([["a"], ["1"]]) + "\n" + "[" * 100_000 + "\n")
+    deep.write_text(json.dumps([["a"], ["1"]]) + "\n" + "[" * 4000 + "\n")  # within a line
     code, _, err = run_cli(capsys, "data", "check", deep, "--task", "mod10")
     assert code == 1 and f"{deep}:2: not valid JSON (nested too deeply)" in err
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ EVAL_KEYS = {
 }
 
 
+#: The most runs a spec's grid may expand to unless asked for (``countlib sweep
+#: --allow-large-grid``, ``expand(spec, max_runs=None)``): a list too many, or one too long,
+#: would otherwise take minutes and gigabytes to expand before anything is said.
+MAX_GRID_RUNS = 100_000
+
+
 class SpecError(ValueError):
     """A sweep spec that cannot be expanded; the message names the grid entry."""
 
@@ -70,21 +77,31 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     return spec
 
 
-def expand(spec: Mapping[str, Any]) -> list[SweepRun]:
+def grid_size(spec: Mapping[str, Any]) -> int:
+    """How many runs ``spec`` expands to before duplicates merge: the sum over its grid
+    entries of the product of their list lengths, counted without expanding anything."""
+    return sum(
+        math.prod(len(_choices(key, value)) for key, value in entry.items())
+        for _, entry in _entries(spec)
+    )
+
+
+def expand(spec: Mapping[str, Any], max_runs: int | None = MAX_GRID_RUNS) -> list[SweepRun]:
     """Every run of ``spec``, duplicates merged, ordered seed by seed.
 
     Seed-major order means that a sweep cut short has covered the whole grid once before it
-    starts on the next seed.
+    starts on the next seed. A grid of more than ``max_runs`` runs (`grid_size`; None: no
+    limit) is refused before any is expanded.
     """
-    grid = spec.get("grid")
-    if not isinstance(grid, list) or not grid:
-        raise SpecError(f"spec {spec.get('name', '?')!r} needs a non-empty 'grid' list")
-    defaults = _normalise({k: v for k, v in spec.items() if k not in META_KEYS})
+    size = grid_size(spec)
+    if max_runs is not None and size > max_runs:
+        raise SpecError(
+            f"spec {spec.get('name', '?')!r} has a grid of {size:,} runs, more than the "
+            f"{max_runs:,} countlib expands unless asked: countlib sweep --allow-large-grid"
+        )
     merged: dict[str, SweepRun] = {}
-    for index, entry in enumerate(grid):
-        if not isinstance(entry, Mapping):
-            raise SpecError(f"grid entry {index}: expected a mapping, got {entry!r}")
-        for run in _expand_entry(index, {**defaults, **_normalise(entry)}):
+    for index, entry in _entries(spec):
+        for run in _expand_entry(index, entry):
             if run.name in merged:
                 known = merged[run.name]
                 known.tables += tuple(t for t in run.tables if t not in known.tables)
@@ -97,6 +114,18 @@ def expand(spec: Mapping[str, Any]) -> list[SweepRun]:
     for run in merged.values():
         seed_order.setdefault(run.config.seed, len(seed_order))
     return sorted(merged.values(), key=lambda run: seed_order[run.config.seed])
+
+
+def _entries(spec: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each grid entry by index, with the spec's defaults under it."""
+    grid = spec.get("grid")
+    if not isinstance(grid, list) or not grid:
+        raise SpecError(f"spec {spec.get('name', '?')!r} needs a non-empty 'grid' list")
+    defaults = _normalise({k: v for k, v in spec.items() if k not in META_KEYS})
+    for index, entry in enumerate(grid):
+        if not isinstance(entry, Mapping):
+            raise SpecError(f"grid entry {index}: expected a mapping, got {entry!r}")
+        yield index, {**defaults, **_normalise(entry)}
 
 
 def _normalise(entry: Mapping[str, Any]) -> dict[str, Any]:
