@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from countlib.formatting import config_labels
-from countlib.results import find_runs
+from countlib.results import DAMAGED, check_records, find_runs
 from countlib.tasks import get_task
 from countlib.train.records import RunDir
 
@@ -56,8 +56,11 @@ class RunCurves:
 
 
 def read_curves(run: RunDir) -> RunCurves:
-    """``run``'s curves as its records hold them now, complete or not."""
+    """``run``'s curves as its records hold them now, complete or not; a complete run's
+    records are checked first (`countlib.results.check_records`: RunRecordError if damaged)."""
     config = run.read_config()
+    if run.is_complete():
+        check_records(run, run.read_summary())
     metrics = get_task(config["task"]).recorded_metrics
     losses = _read_losses(run.train_log)
     accuracy = _read_accuracy(run.eval_log, metrics)
@@ -207,7 +210,10 @@ def _figure(height: float) -> Figure:
 
 def plot_page_curves(runs: pd.DataFrame) -> Figure | None:
     """The learning curves of a book page's runs (`countlib.results.load_runs` rows): a colour
-    per task and configuration, each seed a line of it; None when there is no run."""
+    per task and configuration, each seed a line of it; None when there is no run. Damaged
+    runs (`countlib.results.DAMAGED`) are left out: their records are no result to draw."""
+    if len(runs):
+        runs = runs[runs["status"] != DAMAGED]
     if not len(runs):
         return None
     configurations = zip(runs["task"], config_labels(runs), strict=True)

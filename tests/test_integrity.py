@@ -283,3 +283,17 @@ def test_an_older_run_is_checked_as_far_as_it_can_be_and_not_stamped_when_damage
     assert main(["runs", "stamp", str(runs_dir)]) == 1
     assert f"damaged: {run.path / name}" in capsys.readouterr().out
     assert not run.checksums.exists()
+
+
+def test_learning_curves_are_not_drawn_from_a_damaged_run(runs_dir, capsys):
+    pytest.importorskip("matplotlib", reason="learning curves need the book extra")
+    from countlib.curves import plot_page_curves
+
+    run = _run(runs_dir)
+    _cut_at_a_line(run.eval_log)
+    assert main(["curves", str(run.path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(run.eval_log) in err[0]
+    with pytest.warns(BrokenRunWarning):
+        table = load_runs(runs_dir)
+    assert plot_page_curves(table) is None  # its only run is damaged: nothing to draw
