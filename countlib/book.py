@@ -15,6 +15,7 @@ DIR first, so the command works from any directory and after a wheel install.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,13 @@ from countlib.families import family_pages, page_families
 from countlib.manifest import PlannedRun, RunManifest
 from countlib.notebooks import FAMILY_NOTEBOOK
 from countlib.paper import HYPOTHESIS_TABLES, PAPER_TABLES, TABLES
-from countlib.paths import check_book_pieces, checkout_root, runs_dir_or_default, shipped
+from countlib.paths import (
+    MissingPieceError,
+    check_book_pieces,
+    checkout_root,
+    runs_dir_or_default,
+    shipped,
+)
 
 if TYPE_CHECKING:
     from countlib.sweep import SweepReport, SweepRun
@@ -158,6 +165,7 @@ def execute_notebook(
         kernel_name="python3",
         progress_bar=False,
         cwd=str(Path.cwd()),
+        **_kernel_options(),
     )
     # The book shows results first; the code stays one click away.
     for cell in executed.cells:
@@ -165,6 +173,33 @@ def execute_notebook(
             cell.metadata.setdefault("tags", []).append("hide-input")
     nbformat.write(executed, target)
     return target
+
+
+def _kernel_options() -> dict[str, Any]:
+    """How papermill starts and stops the pages' kernels, so that each page prints nothing.
+
+    ipykernel 7 warns at every start of a kernel over plain TCP: the kernels talk to papermill
+    encrypted instead, with CurveZMQ keys their manager provisions (where jupyter_client and
+    pyzmq can). jupyter_client interrupts a kernel before asking it to shut down, and a kernel
+    still finishing papermill's last request logs "KeyboardInterrupt caught in kernel": when
+    papermill shuts a kernel down its cells are done (or failed), so there is nothing to
+    interrupt.
+    """
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets.config import Config
+
+    class PageKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+        interrupt_kernel = _async_interrupt_kernel
+
+    config = Config()
+    if "transport_encryption" in AsyncKernelManager.class_trait_names() and zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    return {"config": config, "kernel_manager_class": PageKernelManager}
 
 
 def _retitle(notebook: Any, title: str) -> None:
@@ -179,10 +214,9 @@ def build_book(book_dir: str | Path = "book", *, verbose: bool = False) -> Path:
     Sphinx's ~130 lines of progress are shown with ``verbose`` only; otherwise a failed build
     prints them (they say why) and a successful one prints its warnings alone.
     """
-    executable = Path(sys.executable).with_name("jupyter-book")
-    command = [
-        str(executable) if executable.exists() else shutil.which("jupyter-book") or "jupyter-book"
-    ]
+    # the jupyter-book of the Python running countlib, as the pages' kernels are: its script
+    # need not be on PATH (an environment used without activating it)
+    command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
     command += ["build", str(book_dir)]
     if verbose:
         subprocess.run(command, check=True)
@@ -195,6 +229,22 @@ def build_book(book_dir: str | Path = "book", *, verbose: bool = False) -> Path:
             if "WARNING" in line or "ERROR" in line:
                 print(line, file=sys.stderr)
     return Path(book_dir) / "_build" / "html"
+
+
+#: The packages of the ``book`` extra that `make_book` imports: to execute the pages, and to
+#: build the book.
+EXECUTE_TOOLS = ("papermill", "ipykernel")
+BUILD_TOOLS = ("jupyter_book",)
+
+
+def check_book_tools(*, build: bool = True) -> None:
+    """Refuse a book whose tools are not installed, before anything trains."""
+    needed = EXECUTE_TOOLS + (BUILD_TOOLS if build else ())
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingPieceError(
+            f"the book needs {', '.join(missing)}, not installed: pip install 'countlib[book]'"
+        )
 
 
 def book_root(out: str | Path | None = None) -> Path:
@@ -275,6 +325,7 @@ def make_book(
     if unknown:
         choices = ", ".join(sorted(known))
         raise ValueError(f"no book page {', '.join(unknown)}; choose from {choices}")
+    check_book_tools(build=build)
     stage_book(root, check_book_pieces())
     report = run_sweep(runs, runs_dir, executor=executor, device=device, workers=workers, log=log)
     log(report.format())

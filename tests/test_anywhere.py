@@ -18,7 +18,8 @@ from countlib.paths import BOOK_PIECES, default_runs_dir
 REPO = Path(__file__).resolve().parents[1]
 #: What a wheel is built from: the package and every file pyproject.toml ships.
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "_config.yml", "countlib", "notebooks", "book",
-                 "docs", "experiments/chosen_settings.yaml")  # fmt: skip
+                 "docs", "experiments/chosen_settings.yaml",
+                 "benchmarks/cpu_step_times.json")  # fmt: skip
 ONE_RUN = {"grid": [{"task": "mod10", "model": "lstm", "layers": 1, "hidden": 4, "steps": 2}]}
 
 
@@ -86,9 +87,13 @@ def test_out_gets_a_copy_of_the_sources_without_build_outputs(tmp_path):
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A virtual environment with countlib installed from a wheel (no editable link), whose
-    other packages are this environment's (a .pth line: torch is not installed again)."""
-    root = tmp_path_factory.mktemp("wheel")
+    return install_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def install_wheel(root: Path) -> Path:
+    """The Python of a virtual environment in ``root`` with countlib installed from a wheel (no
+    editable link), whose other packages are this environment's (a .pth line: torch is not
+    installed again)."""
     source = root / "source"
     for name in WHEEL_SOURCES:
         if (REPO / name).is_dir():

@@ -1,0 +1,81 @@
+"""`countlib book --spec tiny.yaml --out DIR` from a temporary directory, after `pip install` of a
+built wheel: the runs train, the pages execute in kernels that import the installed countlib,
+jupyter-book builds the book, and the command's output says each thing once (no warning that
+every kernel or every run prints again)."""
+
+import collections
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_anywhere import install_wheel
+
+#: Three runs of a few steps: two families of one page and a Transformer of another.
+TINY = {
+    "name": "tiny wheel book",
+    "steps": 4,
+    "eval_every": 2,
+    "seeds": [1],
+    "warmup_steps": 0,
+    "grid": [
+        {"task": "mod10", "model": ["lstm", "s4"], "layers": 1, "hidden": 8},
+        {"task": "mod10", "model": "transformer", "layers": 1, "hidden": 8, "heads": 2,
+         "pe": "nope"},
+    ],
+}  # fmt: skip
+#: Two pages, so that a line each kernel prints would show twice; pages whose links all point
+#: to pages that exist without being executed, so that Sphinx has nothing to warn about.
+PAGES = ("train_rnn", "train_transformer")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    python = install_wheel(tmp_path_factory.mktemp("wheel"))
+    work = tmp_path_factory.mktemp("elsewhere")  # no checkout around it
+    (work / "tiny.yaml").write_text(json.dumps(TINY))
+    command = [python, "-m", "countlib", "book", "--spec", "tiny.yaml", "--out", "out",
+               "--runs-dir", "runs", "--executor", "pool", "--workers", "2"]  # fmt: skip
+    for page in PAGES:
+        command += ["--notebook", page]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=work, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return work, done
+
+
+def test_an_installed_countlib_builds_a_book_outside_a_checkout(built):
+    work, done = built
+    assert "3 runs: 3 completed" in done.stdout
+    html = work / "out" / "book" / "_build" / "html"
+    assert f"book: {Path('out', 'book', '_build', 'html', 'index.html')}" in done.stdout
+    for page in PAGES:
+        text = (html / "generated" / f"{page}.html").read_text()
+        assert "1 finished run(s) of the 1 planned for it (of 3 in this book)" in text, page
+        assert "Learning curves" in text, page
+    assert "<td>lstm</td>" in (html / "generated" / "train_rnn.html").read_text()
+
+
+def test_the_book_says_each_thing_once(built):
+    _, done = built
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    repeated = {line: n for line, n in collections.Counter(lines).items() if n > 1}
+    assert repeated == {}
+    assert not [line for line in lines if "WARNING" in line or "ERROR" in line]
+
+
+def test_a_missing_book_tool_is_named_before_anything_trains(monkeypatch, tmp_path):
+    import importlib.util
+
+    from countlib.book import check_book_tools, make_book
+
+    find_spec = importlib.util.find_spec
+
+    def without_jupyter_book(name, *args):
+        return None if name == "jupyter_book" else find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_jupyter_book)
+    with pytest.raises(FileNotFoundError, match=r"needs jupyter_book, .*countlib\[book\]"):
+        make_book([], scale="x", runs_dir=tmp_path / "runs", out=tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+    check_book_tools(build=False)  # executing the pages alone does not need it
