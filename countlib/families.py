@@ -353,9 +353,9 @@ def _register_path(name: str, path: str) -> Family:
 
 @dataclass(frozen=True)
 class PageParameter:
-    """A notebook parameter of a family page that sets one key of its default grid entry."""
+    """A notebook parameter of a family page: it sets the key of its name in the page's default
+    grid entry (a model option, or "model"), the name a sweep spec and the CLI use too."""
 
-    key: str  # the grid entry's key (a model option, or "model")
     default: Any
     comment: str = ""
 
@@ -368,8 +368,8 @@ class FamilyPage:
 
     Without a profile or a grid, the notebook trains its own small CPU grid: ``task`` with each
     `parameters` entry (the notebook parameter of that name sets the grid key), ``model`` fixed
-    to `model` where the page has no "models" parameter, at ``steps``, ``lr`` and ``warmup``
-    (None: the family's defaults).
+    to `model` where the page has no "model" parameter, at ``steps``, ``lr`` and
+    ``warmup_steps`` (None: the family's defaults).
     """
 
     title: str
@@ -377,21 +377,21 @@ class FamilyPage:
     parameters: dict[str, PageParameter]
     steps: int
     lr: float | None = None
-    warmup: int | None = None
+    warmup_steps: int | None = None
     model: str | None = None
 
     def grid_entry(self, task: str, family: str) -> dict[str, Any]:
         """The page's own grid for ``task`` and ``family`` (the page's fixed `model` if it has
-        one): every parameter's default under its grid key."""
+        one): every parameter's default under its name."""
         entry = {"task": task, "model": self.model or family}
-        return entry | {p.key: p.default for p in self.parameters.values() if p.key != "model"}
+        return entry | {key: p.default for key, p in self.parameters.items() if key != "model"}
 
 
-def _models(default: str, comment: str) -> PageParameter:
-    return PageParameter("model", [default], comment)
+def _model_parameter(default: str, comment: str) -> PageParameter:
+    return PageParameter([default], comment)
 
 
-_SIZE = {"layers": PageParameter("layers", 2), "hidden": PageParameter("hidden", 64)}
+_SIZE = {"layers": PageParameter(2), "hidden": PageParameter(64)}
 
 #: In the book's order.
 PAGES: dict[str, FamilyPage] = {
@@ -401,9 +401,9 @@ PAGES: dict[str, FamilyPage] = {
         "beyond. This page shows the recurrent baselines' runs: IND/OOD accuracy and the "
         "accuracy at every position.",
         {
-            "models": _models("lstm", "any of rnn, lstm, gru"),
-            "layers": PageParameter("layers", 1),
-            "hidden": PageParameter("hidden", 128),
+            "model": _model_parameter("lstm", "any of rnn, lstm, gru"),
+            "layers": PageParameter(1),
+            "hidden": PageParameter(128),
         },
         steps=4000,
     ),
@@ -413,22 +413,22 @@ PAGES: dict[str, FamilyPage] = {
         "RoPE, SPE, and beyond the paper ALiBi, T5 bias and combinations). Every scheme except "
         "NoPE trains with shifted position ids, as in the paper.",
         {
-            "pes": PageParameter(
-                "pe", ["nope", "rope"], 'nope, sine, ape, rope, spe, alibi, t5, "rope+ape", ...'
+            "pe": PageParameter(
+                ["nope", "rope"], 'nope, sine, ape, rope, spe, alibi, t5, "rope+ape", ...'
             ),
             **_SIZE,
-            "heads": PageParameter("heads", 4),
+            "heads": PageParameter(4),
         },
         steps=1500,
         lr=1e-3,
-        warmup=200,
+        warmup_steps=200,
         model="transformer",
     ),
     "train_s4": FamilyPage(
         "S4 and S4D",
         "The full S4 (HiPPO-LegS, DPLR kernel) and its diagonal variant S4D. The paper reports "
         "that S4 fails to count inductively where an LSTM succeeds.",
-        {"models": _models("s4", "s4 (DPLR) or s4d (diagonal)"), **_SIZE},
+        {"model": _model_parameter("s4", "s4 (DPLR) or s4d (diagonal)"), **_SIZE},
         steps=800,
     ),
     "train_mamba": FamilyPage(
@@ -436,7 +436,7 @@ PAGES: dict[str, FamilyPage] = {
         "Mamba (S6) with the original sizes. On CPU countlib uses its own parameter-compatible "
         "selective scan; on GPU the mamba-ssm kernels when installed. The backend is recorded "
         "in every run's environment.json.",
-        {"models": _models("mamba", "mamba"), **_SIZE},
+        {"model": _model_parameter("mamba", "mamba"), **_SIZE},
         steps=800,
         lr=1e-3,
     ),
@@ -445,9 +445,9 @@ PAGES: dict[str, FamilyPage] = {
         "RWKV-6, the version the paper reports, with data-dependent decay; RWKV-5 has a static "
         "decay. countlib's own chunked implementation runs on CPU; the fla kernels on GPU.",
         {
-            "models": _models("rwkv6", "rwkv6 or rwkv5"),
+            "model": _model_parameter("rwkv6", "rwkv6 or rwkv5"),
             **_SIZE,
-            "head_size": PageParameter("head_size", 32, "must divide hidden"),
+            "head_size": PageParameter(32, "must divide hidden"),
         },
         steps=800,
     ),
@@ -457,10 +457,10 @@ PAGES: dict[str, FamilyPage] = {
         "[0, 1]; with negative_eigenvalues in [-1, 1], which linear RNNs need to count modulo m "
         "(Grazzi et al., ICLR 2025). countlib's chunked form runs on CPU, fla's kernel on GPU.",
         {
-            "models": _models("mamba2", "mamba2"),
+            "model": _model_parameter("mamba2", "mamba2"),
             **_SIZE,
-            "head_dim": PageParameter("head_dim", 16, "must divide 2 x hidden"),
-            "negative_eigenvalues": PageParameter("negative_eigenvalues", [False, True]),
+            "head_dim": PageParameter(16, "must divide 2 x hidden"),
+            "negative_eigenvalues": PageParameter([False, True]),
         },
         steps=800,
     ),
@@ -470,10 +470,10 @@ PAGES: dict[str, FamilyPage] = {
         "With negative_eigenvalues the delta rule's beta lies in [0, 2], so its transitions "
         "reach -1. countlib's chunked form runs on CPU, fla's kernels on GPU.",
         {
-            "models": _models("deltanet", "deltanet or gated_deltanet"),
+            "model": _model_parameter("deltanet", "deltanet or gated_deltanet"),
             **_SIZE,
-            "heads": PageParameter("heads", 2),
-            "negative_eigenvalues": PageParameter("negative_eigenvalues", [False, True]),
+            "heads": PageParameter(2),
+            "negative_eigenvalues": PageParameter([False, True]),
         },
         steps=800,
     ),
@@ -481,14 +481,14 @@ PAGES: dict[str, FamilyPage] = {
         "minGRU and minLSTM",
         "Gated RNNs whose gates do not read the previous state (Feng et al. 2024), so they "
         "train with a parallel scan, beyond the paper: recurrent, but linear in the state.",
-        {"models": _models("mingru", "mingru or minlstm"), **_SIZE},
+        {"model": _model_parameter("mingru", "mingru or minlstm"), **_SIZE},
         steps=800,
     ),
     "train_slstm": FamilyPage(
         "sLSTM",
         "The xLSTM's sLSTM (Beck et al. 2024), beyond the paper: a nonlinear recurrence with "
         "exponential gating and block-diagonal heads, trained step by step like an LSTM.",
-        {"models": _models("slstm", "slstm"), **_SIZE, "heads": PageParameter("heads", 2)},
+        {"model": _model_parameter("slstm", "slstm"), **_SIZE, "heads": PageParameter(2)},
         steps=800,
     ),
 }

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ _COMMON_TAIL = """\
 steps = {steps}
 seeds = [1234]
 lr = {lr}
-warmup = {warmup}
+warmup_steps = {warmup_steps}
 eval_every = 500
 # Where and how the runs train
 manifest = None  # a run manifest (countlib book writes one): show exactly its runs
@@ -70,7 +72,7 @@ FAMILIES = page_families(PAGE)
 entry = shown.grid_entry(task, family) | (options or {})
 steps = shown.steps if steps is None else steps
 lr = shown.lr if lr is None else lr
-warmup = shown.warmup if warmup is None else warmup"""
+warmup_steps = shown.warmup_steps if warmup_steps is None else warmup_steps"""
 _FAMILY_PARAMETERS = """\
 family = "lstm"  # a registered family, "hf" (countlib[hf]) or a model class, "package.module:Class"
 options = None  # grid keys over the page's defaults, e.g. {"hidden": 32, "layers": 1}"""
@@ -82,7 +84,7 @@ page = report.family_runs(
     profile=profile,
     grid=grid,
     default=report.own_grid(
-        entry, steps=steps, eval_every=eval_every, seeds=seeds, lr=lr, warmup=warmup
+        entry, steps=steps, eval_every=eval_every, seeds=seeds, lr=lr, warmup=warmup_steps
     ),
     train=train,
     device=device,
@@ -105,6 +107,10 @@ _CURVES_CODE = """\
 from countlib.curves import plot_page_curves
 
 report.show_figure(plot_page_curves(page.runs))"""
+#: The family notebooks' old parameter names, each the name of its concept in sweep specs and
+#: the CLI now: a papermill call or a ``countlib book -p`` that gives one still works, with a
+#: FutureWarning naming the new one.
+RENAMED_PARAMETERS = {"warmup": "warmup_steps", "models": "model", "pes": "pe"}
 #: The cells every family page shows after its page is set (``PAGE``, ``FAMILIES``, ``entry``
 #: and the parameters), in order: (cell type, source).
 FAMILY_CELLS: list[tuple[str, str]] = [
@@ -134,9 +140,12 @@ def family_notebook(name: str) -> dict[str, Any]:
         parameters = _parameters(page, families)
         page_cell = f"PAGE = {_python(name)}\nFAMILIES = {_python(families)}\nentry = {{\n"
         page_cell += _entry(page) + "\n}"
+    old_names = [old for old, new in RENAMED_PARAMETERS.items()
+                 if re.search(rf"^{new} = ", parameters, re.MULTILINE)]  # fmt: skip
     sources = [
         ("markdown", title),
-        ("code", parameters),
+        ("code", parameters + _old_parameters(old_names)),
+        ("code", _renaming(old_names)),
         ("code", _IMPORTS),
         ("code", page_cell),
         *FAMILY_CELLS,
@@ -155,18 +164,49 @@ def family_notebook(name: str) -> dict[str, Any]:
     }
 
 
+def _old_parameters(old_names: list[str]) -> str:
+    """The parameters cell's lines for the old names, so that papermill knows them."""
+    renamed = ", ".join(f"{old} is {RENAMED_PARAMETERS[old]}" for old in old_names)
+    lines = [f"# Old names, still read (deprecated): {renamed}"]
+    return "\n" + "\n".join(lines + [f"{old} = None" for old in old_names])
+
+
+def _renaming(old_names: list[str]) -> str:
+    """The cell that takes the value an old name gave."""
+    lines = ["from countlib.notebooks import renamed", ""]
+    for old in old_names:
+        new = RENAMED_PARAMETERS[old]
+        lines.append(f"{new} = renamed({_python(old)}, {old}, {new})")
+    return "\n".join(lines)
+
+
+def renamed(old: str, old_value: Any, value: Any) -> Any:
+    """A family notebook's parameter: ``old_value`` where the caller gave the old name ``old``
+    (a FutureWarning names the new one), else ``value``."""
+    if old_value is None:
+        return value
+    new = RENAMED_PARAMETERS[old]
+    warnings.warn(
+        f"notebook parameter {old!r} is now called {new!r} (-p {new} ...); {old!r} still "
+        "works for now",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return old_value
+
+
 def _family_parameters() -> str:
     tail = {
         "steps": "None  # None: the page's",
         "lr": "None  # None: the page's, else the family default",
-        "warmup": "None  # None: the page's, else the family default",
+        "warmup_steps": "None  # None: the page's, else the family default",
     }
     head = _COMMON_HEAD.format(model="lstm").rstrip("\n")
     return "\n".join([_FAMILY_PARAMETERS, head, _COMMON_TAIL.format(**tail)])
 
 
 def _parameters(page: FamilyPage, families: list[str]) -> str:
-    models = page.parameters.get("models")
+    models = page.parameters.get("model")
     example = page.model or (models.default[0] if models else families[0])
     lines = [_COMMON_HEAD.format(model=example).rstrip("\n")]
     for parameter, grid in page.parameters.items():
@@ -176,7 +216,7 @@ def _parameters(page: FamilyPage, families: list[str]) -> str:
     tail = {
         "steps": page.steps,
         "lr": _python(page.lr) + default,
-        "warmup": _python(page.warmup) + default,
+        "warmup_steps": _python(page.warmup_steps) + default,
     }
     lines.append(_COMMON_TAIL.format(**tail))
     return "\n".join(lines)
@@ -187,7 +227,7 @@ def _entry(page: FamilyPage) -> str:
     keys = {"task": "task"}
     if page.model is not None:
         keys["model"] = _python(page.model)
-    keys |= {grid.key: parameter for parameter, grid in page.parameters.items()}
+    keys |= {parameter: parameter for parameter in page.parameters}
     return "\n".join(f'    "{key}": {value},' for key, value in keys.items())
 
 
