@@ -158,10 +158,14 @@ def execute_notebook(
         _retitle(notebook, page.title)
     target = Path(out_dir) / f"{page.target}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
+    # a parameter for every page goes to the pages that take it: papermill warns, once per
+    # page, of a parameter the notebook does not take
+    takes = notebook_parameters(source)
+    given = {name: value for name, value in (parameters or {}).items() if name in takes}
     executed = papermill.execute_notebook(
         notebook,
         str(target),
-        parameters={**page.parameters, **(parameters or {})},
+        parameters={**page.parameters, **given},
         kernel_name="python3",
         progress_bar=False,
         cwd=str(Path.cwd()),
@@ -173,6 +177,13 @@ def execute_notebook(
             cell.metadata.setdefault("tags", []).append("hide-input")
     nbformat.write(executed, target)
     return target
+
+
+def notebook_parameters(notebook: str | Path) -> set[str]:
+    """The parameters ``notebook`` takes: the names its parameters cell assigns."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
 
 
 def _kernel_options() -> dict[str, Any]:
@@ -244,6 +255,20 @@ def check_book_tools(*, build: bool = True) -> None:
     if missing:
         raise MissingPieceError(
             f"the book needs {', '.join(missing)}, not installed: pip install 'countlib[book]'"
+        )
+
+
+def _check_parameters(
+    parameters: Mapping[str, Any], pages: Sequence[Page], notebooks_dir: Path
+) -> None:
+    """Refuse a parameter for every page (``-p NAME VALUE``) that none of ``pages`` takes."""
+    takes = set().union(*(notebook_parameters(notebooks_dir / f"{p.notebook}.ipynb")
+                          for p in pages))  # fmt: skip
+    unknown = sorted(set(parameters) - takes)
+    if unknown:
+        raise ValueError(
+            f"no page takes the parameter {', '.join(unknown)}; the pages take "
+            f"{', '.join(sorted(takes))}"
         )
 
 
@@ -325,16 +350,17 @@ def make_book(
     if unknown:
         choices = ", ".join(sorted(known))
         raise ValueError(f"no book page {', '.join(unknown)}; choose from {choices}")
+    chosen = [p for p in pages if not only or p.notebook in only or p.target in only]
     check_book_tools(build=build)
-    stage_book(root, check_book_pieces())
+    sources = check_book_pieces()
+    _check_parameters(parameters or {}, chosen, sources / "notebooks")
+    stage_book(root, sources)
     report = run_sweep(runs, runs_dir, executor=executor, device=device, workers=workers, log=log)
     log(report.format())
     manifest = manifest_for(runs, scale=scale, profile=profile, grid=grid, selection=selection)
     manifest.save(manifest_path)
     write_toc(root / TOC)
-    for page in pages:
-        if only and page.notebook not in only and page.target not in only:
-            continue
+    for page in chosen:
         log(f"executing {page.target} ...")
         execute_notebook(
             page, parameters, notebooks_dir=root / "notebooks", out_dir=manifest_path.parent

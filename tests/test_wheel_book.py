@@ -79,3 +79,31 @@ def test_a_missing_book_tool_is_named_before_anything_trains(monkeypatch, tmp_pa
         make_book([], scale="x", runs_dir=tmp_path / "runs", out=tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
     check_book_tools(build=False)  # executing the pages alone does not need it
+
+
+def test_a_parameter_for_every_page_goes_to_the_pages_that_take_it(tmp_path, capfd):
+    import nbformat
+
+    from countlib.book import Page, execute_notebook
+
+    cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("print(x)")]  # fmt: skip
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}  # fmt: skip
+    nbformat.write(notebook, tmp_path / "mini.ipynb")
+    out = execute_notebook(Page("mini", "mini"), {"x": 2, "warmup_steps": 5},
+                           notebooks_dir=tmp_path, out_dir=tmp_path / "out")  # fmt: skip
+    executed = nbformat.read(out, as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "2\n"
+    assert "warmup_steps" not in "".join(cell.source for cell in executed.cells)
+    assert "unknown parameter" not in capfd.readouterr().err
+
+
+def test_a_parameter_no_page_takes_is_refused_before_anything_trains(tmp_path):
+    from countlib.book import make_book
+
+    with pytest.raises(ValueError, match="parameter warmpu_steps; the pages take .*warmup_steps"):
+        make_book([], scale="x", runs_dir=tmp_path / "runs", out=tmp_path / "out",
+                  parameters={"warmpu_steps": 5, "rule": "best_val"})  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
