@@ -249,7 +249,10 @@ def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str, comman
         paper_line = _paper_html(c, paper)
         return f'<td class="cl-damaged" title="{title}">damaged record<br>{paper_line}</td>'
     if c["missing"]:
-        return f'<td class="cl-missing">missing<br>{_paper_html(c, paper)}</td>'
+        decide = (
+            f"<br><small>trained by <code>{html.escape(command)}</code></small>" if command else ""
+        )
+        return f'<td class="cl-missing">not trained here<br>{_paper_html(c, paper)}{decide}</td>'
     if c["structural"]:
         return _structural_html(c, paper, run_link, command)
     ok = generalised(c["fit_ind"], c["fit_ood"])
@@ -264,6 +267,9 @@ def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str, comman
         if c["unfit"] < c["seeds"]:
             flag = f"{c['unfit']} {flag}; the others: OOD {percent(c['fit_ood'])}"
         seeds += f'<br><small class="cl-unfit">{flag}</small>'
+    if c.get("improving"):
+        still = f"{c['improving']} of {c['seeds']}" if c["seeds"] > 1 else "its run"
+        seeds += f'<br><small class="cl-improving">{still} still improving at the cap</small>'
     return f'<td class="{cls}"{style}>{link}<br>{seeds}<br>{_paper_html(c, paper)}</td>'
 
 
@@ -322,7 +328,7 @@ def render_html(frame: pd.DataFrame, spec: PaperTable, run_link: str = "provenan
                 c,
                 paper_value(spec.paper_key, label, col),
                 run_link,
-                deciding_command(spec, label, col) if c.get("structural") else "",
+                deciding_command(spec, label, col) if c.get("structural") or c["missing"] else "",
             )
             for col, c in row.items()
         ]

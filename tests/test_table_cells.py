@@ -149,12 +149,12 @@ def one_cell(profile: str):
 
 
 def test_each_profiles_book_reads_only_its_own_runs(tmp_path):
-    smoke, lite = one_cell("smoke"), one_cell("paper-lite")
-    assert smoke.name != lite.name
-    fake_record(tmp_path, smoke, seed_ood=0.10)
+    laptop, lite = one_cell("laptop"), one_cell("paper-lite")
+    assert laptop.name != lite.name
+    fake_record(tmp_path, laptop, seed_ood=0.10)
     fake_record(tmp_path, lite, seed_ood=0.90)
     spec = tables.get_table("2")
-    for profile, run, ood in (("smoke", smoke, 0.10), ("paper-lite", lite, 0.90)):
+    for profile, run, ood in (("laptop", laptop, 0.10), ("paper-lite", lite, 0.90)):
         page = report.page_runs(tmp_path, profile=profile, table=spec.runs_of)
         assert list(page.runs["run"]) == [run.name]
         assert page.ignored == 1  # the other profile's run
@@ -166,18 +166,18 @@ def test_each_profiles_book_reads_only_its_own_runs(tmp_path):
 
 
 def test_a_directory_with_the_right_name_but_another_config_is_not_the_run(tmp_path):
-    run = one_cell("smoke")
+    run = one_cell("laptop")
     fake_record(tmp_path, run, seed_ood=0.5, config_hash="0123456789ab")
-    page = report.page_runs(tmp_path, profile="smoke", table="2")
+    page = report.page_runs(tmp_path, profile="laptop", table="2")
     assert len(page.runs) == 0 and page.ignored == 1
 
 
 def test_restricted_books_show_only_what_the_command_selected(tmp_path):
-    lstm_runs = select(get_profile("smoke"), families=["lstm"])
+    lstm_runs = select(get_profile("laptop"), families=["lstm"])
     for run in lstm_runs:
         fake_record(tmp_path, run, seed_ood=0.5)
     manifest = manifest_for(
-        lstm_runs, scale="smoke", profile="smoke", selection={"family": ["lstm"]}
+        lstm_runs, scale="laptop", profile="laptop", selection={"family": ["lstm"]}
     )
     path = manifest.save(tmp_path / "runs.json")
     loaded = RunManifest.load(path)
@@ -218,64 +218,64 @@ def test_reporting_imports_without_torch():
 
 def test_a_book_view_hands_each_table_its_own_runs(tmp_path):
     """One load of the book's runs serves every table (the Findings page reads them so)."""
-    a5 = select(get_profile("smoke"), tables=["A5"])
-    a6 = select(get_profile("smoke"), tables=["A6"])
+    a5 = select(get_profile("laptop"), tables=["A5"])
+    a6 = select(get_profile("laptop"), tables=["A6"])
     for run in a5 + a6:
         fake_record(tmp_path, run, seed_ood=0.5)
-    page = report.page_runs(tmp_path, profile="smoke")
+    page = report.page_runs(tmp_path, profile="laptop")
     assert set(page.of_table("A5")["run"]) == {run.name for run in a5}
     assert set(page.of_table("A6")["run"]) == {run.name for run in a6}
     assert set(page.of_table("A6")["run"]) == set(
-        report.page_runs(tmp_path, profile="smoke", table="A6").runs["run"]
+        report.page_runs(tmp_path, profile="laptop", table="A6").runs["run"]
     )
 
 
 # -- cells that decide nothing ------------------------------------------------------------------
 
 
-def lstm_helper_token(profile: str):
-    """A profile's run of Table A1's cell LSTM, Helper Token, 1 layer: a 100-step filler in
-    smoke, trained for claim 19 in laptop."""
-    chosen = select(get_profile(profile), tasks=["helper_token"], families=["lstm"])
+def helper_token(family: str):
+    """The laptop profile's run of Table A1's cell Helper Token, 1 layer, of ``family``: a
+    100-step filler for RWKV-6, trained for claim 19 for the LSTM."""
+    chosen = select(get_profile("laptop"), tasks=["helper_token"], families=[family])
     return next(r for r in chosen if r.config.model_options["layers"] == 1)
 
 
-def lstm_cell_html(runs_dir, profile: str) -> tuple[dict, str]:
-    """The cell of `lstm_helper_token` in a book of ``profile``: its dict and its rendering."""
+def helper_token_html(runs_dir, column: str) -> tuple[dict, str]:
+    """The cell of `helper_token` in the laptop book: its dict and its rendering."""
     spec = tables.get_table("A1")
-    runs = report.page_runs(runs_dir, profile=profile, table="A1").runs
-    frame = tables.table_frame(runs, spec).loc[["Helper Token, 1L"], ["LSTM"]]
+    runs = report.page_runs(runs_dir, profile="laptop", table="A1").runs
+    frame = tables.table_frame(runs, spec).loc[["Helper Token, 1L"], [column]]
     return frame.iloc[0, 0], tables.render_html(frame, spec)
 
 
 def test_a_tiny_cell_is_a_structural_check_beside_the_paper_and_a_deciding_one_is_compared(
     tmp_path,
 ):
-    """OOD 0 % against the paper's 100 %: out of range where laptop trained the cell for a
-    claim, not compared where smoke filled it at its tiny budget."""
-    smoke, laptop = lstm_helper_token("smoke"), lstm_helper_token("laptop")
-    assert smoke.config.optim.steps < tables.DECIDING_STEPS <= laptop.config.optim.steps
-    for run in (smoke, laptop):
+    """OOD 0 % against the paper's 100 %: out of range where the laptop profile trained the
+    cell for a claim (the LSTM's), not compared where it filled one at its tiny budget."""
+    tiny_run, lstm = helper_token("rwkv6"), helper_token("lstm")
+    assert tiny_run.config.optim.steps < tables.DECIDING_STEPS <= lstm.config.optim.steps
+    for run in (tiny_run, lstm):
         fake_record(tmp_path, run, seed_ood=0.0)
 
-    tiny, page = lstm_cell_html(tmp_path, "smoke")
-    assert tiny["structural"] and tiny["budget"] == smoke.config.optim.steps
-    steps = smoke.config.optim.steps
+    tiny, page = helper_token_html(tmp_path, "RWKV-6")
+    assert tiny["structural"] and tiny["budget"] == tiny_run.config.optim.steps
+    steps = tiny_run.config.optim.steps
     assert (
         f'<td class="cl-structural" {formatting.STRUCTURAL_STYLE}><a href="provenance.html#'
-        f'{smoke.name}" title="IND 100.0 / OOD 0.0 after {steps} steps; runs: {smoke.name}" '
-        f"{formatting.STRUCTURAL_STYLE}>structural check, {steps} steps: not a result</a><br>"
-        '<small class="cl-paper">paper 100.0 / 100.0</small><br><small>to decide it: '
-        "<code>countlib book --profile laptop --table A1</code></small></td>"
+        f'{tiny_run.name}" title="IND 100.0 / OOD 0.0 after {steps} steps; runs: '
+        f'{tiny_run.name}" {formatting.STRUCTURAL_STYLE}>structural check, {steps} steps: not a '
+        'result</a><br><small class="cl-paper">paper 100.0 / 100.0</small><br><small>to decide '
+        "it: <code>countlib book --profile paper-lite --table A1</code></small></td>"
     ) in page
     assert "out of range" not in page and ", in range" not in page
     assert "cl-paper-out" not in page and "cl-success" not in page
     assert formatting.SUCCESS_STYLE not in page and "did not fit" not in page
     assert "No cell has both a countlib and a paper value" in page  # nothing compared
 
-    deciding, page = lstm_cell_html(tmp_path, "laptop")
+    deciding, page = helper_token_html(tmp_path, "LSTM")
     assert not deciding["structural"]
-    assert f'<td class="cl-fail"><a href="provenance.html#{laptop.name}"' in page
+    assert f'<td class="cl-fail"><a href="provenance.html#{lstm.name}"' in page
     assert '<small class="cl-paper cl-paper-out"' in page
     assert "paper 100.0 / 100.0, out of range" in page and "structural check" not in page
     assert "in 0 of the 1 cells that have both values" in page

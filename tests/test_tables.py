@@ -81,8 +81,10 @@ def test_cells_aggregate_seeds_and_say_missing():
     page = tables.render_html(frame, spec)
     assert 'class="cl-success"' in page and "97.0" in page and "100.0 / 97.0" in page
     assert 'href="provenance.html#r1"' in page
-    missing = '<td class="cl-missing">missing<br><small class="cl-paper">not in the paper</small>'
+    # an empty cell says it was not trained here and which command trains it
+    missing = '<td class="cl-missing">not trained here<br><small class="cl-paper">not in the paper'
     assert missing in page
+    assert "trained by <code>countlib book --profile paper-lite --table t</code>" in page
     assert (rope["ood_min"], rope["ood_max"]) == (0.10, 0.97)  # the seeds' range, for the paper
 
 
@@ -155,7 +157,7 @@ def test_cells_show_the_paper_and_whether_it_lies_in_the_seeds_range():
     page = tables.render_html(frame, spec)
     assert "paper 100.0 / 84.3, in range" in page
     assert 'class="cl-paper cl-paper-out"' in page and "paper 100.0 / 98.9, out of range" in page
-    assert 'missing<br><small class="cl-paper">paper 100.0 / 30.9</small>' in page
+    assert 'not trained here<br><small class="cl-paper">paper 100.0 / 30.9</small>' in page
     assert "in 2 of the 3 cells that have both values" in page
     assert "the paper reports 5 and countlib has no runs for 2" in page
     assert "arXiv 2405.20131" in page and "best of 2 seeds" in page  # cited, with its caveat
@@ -297,3 +299,4 @@ def test_a_cell_counts_its_seeds_still_improving_fitted_or_not():
     ]
     c = tables.table_frame(runs_frame(rows), spec).iloc[0, 0]
     assert (c["improving"], c["improving_fitted"], c["cap"]) == (2, 1, 1500)
+    assert "2 of 3 still improving at the cap" in tables._cell_html(c, None, "")
