@@ -51,7 +51,7 @@ def train_tiny(capsys: pytest.CaptureFixture[str], runs: os.PathLike) -> RunDir:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--warmup", "-5"], "warmup_steps must be >= 0, got -5"),
+        (["--warmup-steps", "-5"], "warmup_steps must be >= 0, got -5"),
         (["--lr", "inf"], "lr must be a finite number"),
         (["--lr", "nan"], "lr must be a finite number"),
         (["--lr", "0"], "lr must be positive"),
