@@ -284,7 +284,13 @@ def test_a_tiny_cell_is_a_structural_check_beside_the_paper_and_a_deciding_one_i
 def test_a_structural_check_names_the_smallest_profile_that_decides_it():
     a1, a2, a6 = (tables.get_table(key) for key in ("A1", "A2", "A6"))
     command = "countlib book --profile {} --table {}"
-    assert tables.deciding_command(a6, "d = 4", "with causal mask") == command.format("smoke", "A6")
+    assert tables.deciding_command(a6, "d = 4", "with causal mask") == command.format(
+        "laptop", "A6"
+    )
+    mod10 = tables.get_table("2")
+    assert tables.deciding_command(mod10, "Modular (mod 10), 2L", "NoPE") == command.format(
+        "smoke", "2"
+    )
     assert tables.deciding_command(a1, "Helper Token, 1L", "LSTM") == command.format("laptop", "A1")
     # no CPU profile trains RWKV-6 for a claim on Helper Token, nor Vanilla + Succession
     rwkv = tables.deciding_command(a1, "Helper Token, 1L", "RWKV-6")
