@@ -249,10 +249,11 @@ def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str, comman
         paper_line = _paper_html(c, paper)
         return f'<td class="cl-damaged" title="{title}">damaged record<br>{paper_line}</td>'
     if c["missing"]:
-        decide = (
-            f"<br><small>trained by <code>{html.escape(command)}</code></small>" if command else ""
-        )
-        return f'<td class="cl-missing">not trained here<br>{_paper_html(c, paper)}{decide}</td>'
+        # the profile alone, the whole command in its title: a table of empty cells stays short
+        profile = command.split("--profile ")[1].split()[0] if "--profile " in command else ""
+        title = html.escape(command)
+        where = f'<br><small title="{title}">in profile {profile}</small>' if profile else ""
+        return f'<td class="cl-missing">not trained here<br>{_paper_html(c, paper)}{where}</td>'
     if c["structural"]:
         return _structural_html(c, paper, run_link, command)
     ok = generalised(c["fit_ind"], c["fit_ood"])
