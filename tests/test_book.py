@@ -113,23 +113,24 @@ def cells(html: str, table_id: str) -> list[str]:
     return re.findall(r"<td[^>]*>(.*?)</td>", table.group(0), re.S)
 
 
-def test_each_table_chapter_shows_its_runs_and_says_missing_for_the_rest(tiny_book):
+def test_each_table_chapter_shows_its_runs_and_says_which_it_did_not_train(tiny_book):
     table2 = cells(page(tiny_book, "table_2"), "table_2")
     assert len(table2) == 21 * 5
-    filled = [c for c in table2 if "missing" not in c]
+    filled = [c for c in table2 if "not trained here" not in c]
     assert len(filled) == 2  # Shifted Start, 1 layer: NoPE and RoPE
     assert all('href="provenance.html#shifted_start-transformer-L1-H16-' in c for c in filled)
     # 20 steps: structural checks, beside the paper's value and never compared with it
     assert all("structural check, 20 steps: not a result" in c for c in filled)
     assert all("<code>countlib book --profile" in c and "range" not in c for c in filled)
     a6 = cells(page(tiny_book, "table_A6"), "table_A6")
-    assert ["missing" in c for c in a6] == [True, True, False, False]  # d = 32 never ran
+    assert ["not trained here" in c for c in a6] == [True, True, False, False]  # d = 32 never ran
     assert "<img" in page(tiny_book, "table_A6")  # per-position curves of its configurations
-    assert "missing" in page(tiny_book, "table_A8") and "<img" not in page(tiny_book, "table_A8")
+    a8 = page(tiny_book, "table_A8")
+    assert "not trained here" in a8 and "<img" not in a8
     h1 = page(tiny_book, "table_H1")
     assert "The question." in h1 and "negative-eigenvalue" in h1
     shifted = cells(h1, "table_H1")[2 * 13 * 3 : 2 * 13 * 3 + 13]  # Shifted Start, 1L
-    assert ["missing" in c for c in shifted] == [True] * 4 + [False, False] + [True] * 7
+    assert ["not trained here" in c for c in shifted] == [True] * 4 + [False, False] + [True] * 7
     assert "paper 100.0 / 100.0" in shifted[0]  # the LSTM's printed value, Table A1
     assert 'class="countlib-verdicts"' in h1 and 'id="claim-C3-Mamba"' in h1
     assert "Its verdicts read the best of seeds" in page(tiny_book, "table_H2")

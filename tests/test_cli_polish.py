@@ -100,10 +100,11 @@ def test_ctrl_c_ends_a_sweep_with_one_line(tmp_path):
 
 
 def test_the_book_build_is_quiet_unless_verbose(tmp_path, monkeypatch, capfd):
-    """Sphinx's progress lines only with --verbose; its warnings always."""
+    """Sphinx's progress lines only with --verbose; its warnings always. The build runs
+    jupyter-book with the Python running countlib: a fake one stands in for it."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake = bin_dir / "jupyter-book"
+    fake = bin_dir / "python"
     fake.write_text("#!/bin/sh\nfor i in $(seq 130); do echo \"reading sources... $i\"; done\n"
                     "echo 'page.md:3: WARNING: a warning'\n")  # fmt: skip
     fake.chmod(0o755)
@@ -119,7 +120,7 @@ def test_the_book_build_is_quiet_unless_verbose(tmp_path, monkeypatch, capfd):
 def test_a_failed_book_build_shows_its_output(tmp_path, monkeypatch, capfd):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake = bin_dir / "jupyter-book"
+    fake = bin_dir / "python"  # the build's jupyter-book runs with it
     fake.write_text("#!/bin/sh\necho 'Extension error: why it failed'\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(Path(bin_dir) / "python"))
