@@ -126,12 +126,16 @@ def _deciding_profiles() -> dict[CellRef, str]:
     return found
 
 
+def deciding_profile(spec: PaperTable, row: str, column: str) -> str:
+    """The profile that trains a table cell at a scale meant to decide it: the smallest that
+    trains the cell for a claim, else `WHOLE_GRID_PROFILE`."""
+    return _deciding_profiles().get((spec.key, row, column), WHOLE_GRID_PROFILE)
+
+
 def deciding_command(spec: PaperTable, row: str, column: str) -> str:
-    """The command that trains a table cell at a scale meant to decide it: the smallest profile
-    that trains the cell for a claim, else `WHOLE_GRID_PROFILE`, restricted to the runs of the
-    cell's table."""
-    profile = _deciding_profiles().get((spec.key, row, column), WHOLE_GRID_PROFILE)
-    return f"countlib book --profile {profile} --table {spec.runs_of}"
+    """The command that trains a table cell with `deciding_profile`, restricted to the runs of
+    the cell's table."""
+    return f"countlib book --profile {deciding_profile(spec, row, column)} --table {spec.runs_of}"
 
 
 def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule: str) -> dict:
@@ -242,15 +246,17 @@ def _structural_html(
     )
 
 
-def _cell_html(c: dict, paper: tuple[float, float] | None, run_link: str, command: str = "") -> str:
-    """A cell's HTML; ``command`` (`deciding_command`) is what a structural check names."""
+def _cell_html(
+    c: dict, paper: tuple[float, float] | None, run_link: str, command: str = "", profile: str = ""
+) -> str:
+    """A cell's HTML; ``command`` (`deciding_command`) is what a structural check names, and
+    ``profile`` (`deciding_profile`) what a cell not trained here names."""
     if c.get("damaged"):
         title = html.escape(f"damaged: {', '.join(c['damaged'])}; {RETRAIN_HINT}")
         paper_line = _paper_html(c, paper)
         return f'<td class="cl-damaged" title="{title}">damaged record<br>{paper_line}</td>'
     if c["missing"]:
         # the profile alone, the whole command in its title: a table of empty cells stays short
-        profile = command.split("--profile ")[1].split()[0] if "--profile " in command else ""
         title = html.escape(command)
         where = f'<br><small title="{title}">in profile {profile}</small>' if profile else ""
         return f'<td class="cl-missing">not trained here<br>{_paper_html(c, paper)}{where}</td>'
@@ -317,6 +323,16 @@ def _agreement_html(counts: dict[str, int], spec: PaperTable) -> str:
     return f'<p class="cl-agreement">{html.escape(text.strip())}</p>'
 
 
+def _table_cell_html(c: dict, spec: PaperTable, row: str, column: str, run_link: str) -> str:
+    """`_cell_html` of a table's cell: one that decides nothing or was not trained names the
+    profile and command that train it at a deciding scale."""
+    paper = paper_value(spec.paper_key, row, column)
+    if not (c.get("structural") or c["missing"]):
+        return _cell_html(c, paper, run_link)
+    command, profile = deciding_command(spec, row, column), deciding_profile(spec, row, column)
+    return _cell_html(c, paper, run_link, command, profile)
+
+
 def render_html(frame: pd.DataFrame, spec: PaperTable, run_link: str = "provenance.html#") -> str:
     """HTML table: cells 'IND / OOD' in percent, shaded where OOD >= 95 %, linked to runs, each
     with the paper's value beside it (structural checks in grey, with the command that decides
@@ -324,15 +340,7 @@ def render_html(frame: pd.DataFrame, spec: PaperTable, run_link: str = "provenan
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     body = []
     for label, row in frame.iterrows():
-        tds = [
-            _cell_html(
-                c,
-                paper_value(spec.paper_key, label, col),
-                run_link,
-                deciding_command(spec, label, col) if c.get("structural") or c["missing"] else "",
-            )
-            for col, c in row.items()
-        ]
+        tds = [_table_cell_html(c, spec, str(label), col, run_link) for col, c in row.items()]
         body.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(tds)}</tr>")
     caption = html.escape(spec.title + (f" ({spec.note})" if spec.note else ""))
     return (
