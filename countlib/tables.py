@@ -167,6 +167,8 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         else float("nan")
     )
     structural = structural_check(finished)
+    planned = finished["steps_planned"].max() if "steps_planned" in finished else float("nan")
+    cap = int(planned) if pd.notna(planned) else None  # the longest budget its runs planned
     # seeds stopped while still improving (`countlib.results` ``plateaued``): a low value read
     # from them is a budget, not a finding (`countlib.claims`)
     improving = (
@@ -187,10 +189,10 @@ def cell(runs: pd.DataFrame, spec: PaperTable, row: Filter, column: Filter, rule
         "unfit": int((fitted < FIT_IND).sum()),
         "incomplete": len(chosen) - len(finished),
         "structural": structural,
-        "budget": int(finished["steps_planned"].max()) if structural else None,
+        "budget": cap if structural else None,
         "improving": None if improving is None else int(improving.sum()),
         "improving_fitted": None if improving is None else int(improving[fitted >= FIT_IND].sum()),
-        "cap": int(finished["steps_planned"].max()) if "steps_planned" in finished else None,
+        "cap": cap,
     }
 
 
