@@ -6,6 +6,14 @@ seed, and of those the lowest lr; if none reaches it, the one with the highest I
 column is the first evaluation step at which a seed of the chosen lr reached 95 % IND. OOD
 numbers are never read.
 
+With ``--every-seed`` (round 5, issue 26; fixed before its sweep ran), a candidate fits only
+where *each* seed's best IND clears the fit bar by the verdict band (95 % + 3 points, the margin
+a control needs in the book: `countlib.claims.VERDICT_BAND`), and its budget is the step at
+which the *last* seed first did: a setting that fits on one seed only would decide a claim on
+that seed's luck. Where no candidate fits, the one whose worst seed has the highest IND (the
+same reading of "every seed"; written down when round 5's 4-layer group, where the best seed of
+both lrs read 100 %, first needed it).
+
     python experiments/choose_lr.py runs/selection > experiments/smoke_selection.md
 
 With ``--write`` it also updates the chosen settings the claim-deciding profiles train with
@@ -32,6 +40,7 @@ from typing import Any
 
 import pandas as pd
 
+from countlib.claims import VERDICT_BAND
 from countlib.formatting import FIT_IND, config_labels
 from countlib.results import load_runs
 from countlib.selections import Chosen, format_chosen, load_chosen, merge_chosen
@@ -39,27 +48,43 @@ from countlib.selections import Chosen, format_chosen, load_chosen, merge_chosen
 GROUP = ["task", "model", "pe", "layers", "hidden", "heads", "causal", "negative_eigenvalues"]
 
 
-def first_fit_step(run_path: str) -> float:
-    """The first trained evaluation whose IND metric reaches `FIT_IND` (NaN if none)."""
+#: The bar each seed must clear under ``--every-seed``.
+SURE_FIT = FIT_IND + VERDICT_BAND
+
+
+def first_fit_step(run_path: str, bar: float = FIT_IND) -> float:
+    """The first trained evaluation whose IND metric reaches ``bar`` (NaN if none)."""
     path = Path(run_path)
     split, metric = json.loads((path / "summary.json").read_text())["metrics"]["ind"].split("/")
     history = pd.read_csv(path / "eval.csv")
     ind = history[(history["split"] == split) & (history["metric"] == metric)]
-    fitted = ind[(ind["step"] > 0) & (ind["value"] >= FIT_IND)]
+    fitted = ind[(ind["step"] > 0) & (ind["value"] >= bar - 1e-12)]
     return float(fitted["step"].min()) if len(fitted) else float("nan")
 
 
-def per_lr(group: pd.DataFrame) -> pd.DataFrame:
-    """One row per lr: the best IND over seeds, each seed's IND and the first fitting step."""
+def per_lr(group: pd.DataFrame, every_seed: bool = False) -> pd.DataFrame:
+    """One row per lr: the best IND over seeds, each seed's IND, whether it fits and the first
+    fitting step (the module's rule; ``every_seed``: every seed by `SURE_FIT`, the last one's)."""
     rows = []
     for lr, runs in group.groupby("lr"):
-        steps = [first_fit_step(p) for p in runs["path"]]
+        if every_seed:
+            steps = [first_fit_step(p, SURE_FIT) for p in runs["path"]]
+            fits = bool(runs["best_val_ind"].min() >= SURE_FIT - 1e-12)
+            fit_step = max(steps) if fits else float("nan")
+            rank = runs["best_val_ind"].min()
+        else:
+            steps = [first_fit_step(p) for p in runs["path"]]
+            fits = bool(runs["best_val_ind"].max() >= FIT_IND)
+            fit_step = min((s for s in steps if s == s), default=float("nan"))  # NaN: none
+            rank = runs["best_val_ind"].max()
         rows.append(
             {
                 "lr": lr,
                 "ind": runs["best_val_ind"].max(),
                 "seeds": " / ".join(f"{100 * v:.0f}" for v in runs["best_val_ind"]),
-                "fit_step": min((s for s in steps if s == s), default=float("nan")),  # NaN: none
+                "fits": fits,
+                "rank": rank,  # what ranks the candidates when none fits
+                "fit_step": fit_step,
                 "steps": int(runs["steps"].max()),
             }
         )
@@ -67,13 +92,13 @@ def per_lr(group: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose(candidates: pd.DataFrame) -> pd.Series:
-    fitted = candidates[candidates["ind"] >= FIT_IND]
+    fitted = candidates[candidates["fits"]]
     if len(fitted):
         return fitted.sort_values("lr").iloc[0]
-    return candidates.sort_values("ind", ascending=False).iloc[0]
+    return candidates.sort_values("rank", ascending=False, kind="stable").iloc[0]
 
 
-def selections(runs_dir: str) -> list[dict[str, Any]]:
+def selections(runs_dir: str, every_seed: bool = False) -> list[dict[str, Any]]:
     """Per configuration group: its runs, label, candidates and pick (the rule above)."""
     runs = load_runs(runs_dir)
     runs = runs[runs["status"] != "incomplete"]
@@ -85,7 +110,7 @@ def selections(runs_dir: str) -> list[dict[str, Any]]:
         label = first["config"].replace(f"lr={first['lr']:g}", "").strip()
         if first.get("negative_eigenvalues") is True:  # not among config_labels' columns
             label += ", transitions in [-1, 1]"
-        candidates = per_lr(group)
+        candidates = per_lr(group, every_seed)
         groups.append(
             {"runs": group, "label": label, "candidates": candidates, "pick": choose(candidates)}
         )
@@ -103,7 +128,7 @@ def markdown(groups: Sequence[dict[str, Any]]) -> str:
         tried = ", ".join(
             f"{c.lr:g}: {100 * c.ind:.1f} % ({c.seeds})" for c in group["candidates"].itertuples()
         )
-        fits = "yes" if pick["ind"] >= FIT_IND else "no"
+        fits = "yes" if pick["fits"] else "no"
         step = "-" if pd.isna(pick["fit_step"]) else f"{int(pick['fit_step'])}"
         lines.append(
             f"| {first['task']} | {group['label']} | {pick['steps']} | {tried} | {pick['lr']:g} "
@@ -146,7 +171,7 @@ def chosen_entries(
                 config,
                 int(pick["steps"]),
                 float(pick["lr"]),
-                bool(pick["ind"] >= FIT_IND),
+                bool(pick["fits"]),
                 None if pd.isna(fit) else int(fit),
             )
         )
@@ -184,10 +209,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="with --write: a spec of this round (repeatable)",
     )
     parser.add_argument("--add", action="store_true", help="with --write: add new entries too")
+    parser.add_argument(
+        "--every-seed",
+        action="store_true",
+        help="fit on every seed by the verdict band; budget: the last seed's first fit",
+    )
     args = parser.parse_args(argv)
     if args.write and not (args.record and args.round is not None and args.spec):
         parser.error("--write needs --record, --round and at least one --spec")
-    groups = selections(args.runs_dir)
+    groups = selections(args.runs_dir, args.every_seed)
     print(markdown(groups))
     if args.write:
         write(groups, args)

@@ -1,8 +1,10 @@
 """The second draw of seeds: the same deciding cells, other seeds, verdicts compared."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from countlib.claims import FAILS, HOLDS, UNDECIDED
 from countlib.profiles import explain, get_profile
@@ -28,6 +30,25 @@ def test_the_second_draw_trains_each_deciding_cell_alike_with_other_seeds(profil
     assert not {run.name for run in second} & {run.name for run in first}
     settings = sorted(_without_seed(run) for run in firsts)
     assert sorted(_without_seed(run) for run in second) == settings
+
+
+def _seeds_in(value) -> set[int]:
+    """Every seed a sweep spec (parsed YAML) names, at any level of its grid."""
+    if isinstance(value, dict):
+        found = {int(s) for s in value.get("seeds", [])}
+        return found.union(*(_seeds_in(v) for k, v in value.items() if k != "seeds"))
+    if isinstance(value, list):
+        return set().union(*(_seeds_in(v) for v in value))
+    return set()
+
+
+def test_the_second_draw_shares_no_seed_with_a_profile_or_a_selection():
+    """A seed the settings were chosen on, or that the book already trains, is no second draw."""
+    selection_specs = (Path(__file__).parents[1] / "experiments").glob("*selection*.yaml")
+    chosen_on = set().union(*(_seeds_in(yaml.safe_load(p.read_text())) for p in selection_specs))
+    trained = {run.config.seed for name in ("smoke", "laptop") for run in get_profile(name)}
+    assert {1234, 42} <= chosen_on  # the specs were read
+    assert not set(SECOND_SEEDS) & (chosen_on | trained)
 
 
 def test_only_decided_verdicts_are_compared_and_a_flip_is_named():
