@@ -737,7 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="train a grid of runs (a profile or a spec file)")
     which = sw.add_mutually_exclusive_group(required=True)
-    which.add_argument("--profile", help="smoke, laptop, paper or paper-lite (countlib.profiles)")
+    which.add_argument(
+        "--profile", help="smoke, laptop, overnight, paper or paper-lite (countlib.profiles)"
+    )
     which.add_argument("--spec", help="a sweep spec in YAML (see countlib.sweep)")
     sw.add_argument("--task", action="append", help="only these tasks (repeatable)")
     sw.add_argument("--family", action="append", help="only these model families (repeatable)")

@@ -51,15 +51,16 @@ trains 31 times shorter than the paper: a first look at the whole grid, not its 
 
 Table A5's budget is not stated anywhere; its runs get the same steps as the others.
 
-``smoke`` (the README's main job) and ``laptop``: CPU profiles that *decide claims*. Each
-lists, as `Deciding` objects, the claims of `countlib.claims` it trains for and the settings of
-their cells (width, lr, budget, seeds); `claim_plan` trains every cell those claims read (controls
-included, every depth) with them, to a plateau with a cap of about twice the selection budget
-(`to_plateau`, ``experiments/plateau_rule.md``). ``laptop`` also trains every other table cell
-once, tiny (1 layer, A8's 4; width 32; 100 steps at lr 1e-3; one seed: a structural check), so
-that every table layout is filled and every family runs; the main job does not (`FILLED`).
-Where several `Deciding` objects cover one configuration, the *first* in the profile's tuple wins
-(`first_covering`): a narrower one is listed before the broader one it refines.
+``smoke`` (the README's main job), ``laptop`` and ``overnight``: CPU profiles that *decide claims*.
+Each lists, as `Deciding` objects, the claims of `countlib.claims` it trains for and the settings
+of their cells (width, lr, budget, seeds); `claim_plan` trains every cell those claims read
+(controls included, every depth) with them, to a plateau with a cap of about twice the selection
+budget (`to_plateau`, ``experiments/plateau_rule.md``). ``laptop`` and ``overnight`` also train
+every other table cell once, tiny (1 layer, A8's 4; width 32; 100 steps at lr 1e-3; one seed: a
+structural check), so that every table layout is filled and every family runs; the main job does
+not (`FILLED`). Where several `Deciding` objects cover one configuration, the *first* in the
+profile's tuple wins (`first_covering`): a narrower one is listed before the broader one it
+refines.
 
 The settings were chosen on in-distribution accuracy only, never OOD and never a verdict, by the
 rule of ``experiments/choose_lr.py`` (the lowest lr whose best IND reaches 95 %, else the highest
@@ -78,19 +79,21 @@ profile meant to decide it (`deciding_profiles`).
 ``smoke`` (the README's main job) aims at claim 10 (mod 10 without BOS, Table 2: 1 layer at d =
 128, 2 and 4 layers at d = 32), the claim a 2-core CPU trains to a plateau in its minutes and whose
 verdict survives another draw of seeds (`countlib.robustness`); its SinePE controls were chosen to
-fit on each of two seeds (``experiments/seed_agreement_selection.md``). ``laptop`` adds 8 (SinePE
-and APE on mod 10), 3 (NoPE and RoPE with BOS, Table A4, d = 32), 15 (the causal mask marks the
-first token, Table A6 at d = 4, 3 seeds), 20 (the Elman RNN, Table A1, width 64-128), 21 and 24 for
-S4 (S4 on Table A1's tasks, width 32), 4 (Table 2 on Helper Token, 2 and 4 layers), 12 (Table A7, d
-= 64), 14 (Table A5, 3 seeds), 19 (the LSTM, Table A1, width 64-128) and 24 for Mamba (a task it
-fits at every depth, width 32), and countlib's own claims C1-C3 (Table H1's 1-layer cells of mod
-10, Selective + mod 4 and Shifted Start, width 32; ``experiments/hypothesis_selection.md``). Both
-keep the paper's batch size (32), with a Transformer warmup of 100 steps (none for the probes). The
-claims they leave to ``paper-lite`` (1, 2, 5, 6, 7, 9, 11, 13, 22, 23, 24 for RWKV-6) had cells
-that did not fit at CPU budgets (``experiments/claims_selection.md``: Vanilla + Succession and
-Shifted Start at 1,500 steps, SPE on mod 10; Selective, Selective + mod 4 and Table A8 under mod
-10's settings in an earlier laptop book; RWKV-6 at 4 layers on mod 10) or read every A1 task of a
-family too slow on CPU for all of them (Mamba, RWKV-6: 26-140 ms a step).
+fit on each of two seeds (``experiments/seed_agreement_selection.md``). ``laptop`` adds, cheapest
+first within its hour (``experiments/laptop_budget.md``), 8 (SinePE and APE on mod 10), 24 for S4
+and 21 (S4 on Table A1's tasks, width 32), 3 (NoPE and RoPE with BOS, Table A4, d = 32), 4 (Table 2
+on Helper Token, 2 and 4 layers), 20 (the Elman RNN, Table A1, width 64-128) and 15 (the causal
+mask marks the first token, Table A6 at d = 4, 3 seeds). ``overnight`` adds the claims past the
+laptop's hour: 24 for Mamba (a task it fits at every depth, width 32), 19 (the LSTM, Table A1,
+width 64-128), 12 (Table A7, d = 64), 14 (Table A5, 3 seeds) and countlib's own claims C1-C3 (Table
+H1's 1-layer cells of mod 10, Selective + mod 4 and Shifted Start, width 32;
+``experiments/hypothesis_selection.md``). All three keep the paper's batch size (32), with a
+Transformer warmup of 100 steps (none for the probes). The claims they leave to ``paper-lite`` (1,
+2, 5, 6, 7, 9, 11, 13, 22, 23, 24 for RWKV-6) had cells that did not fit at CPU budgets
+(``experiments/claims_selection.md``: Vanilla + Succession and Shifted Start at 1,500 steps, SPE on
+mod 10; Selective, Selective + mod 4 and Table A8 under mod 10's settings in an earlier laptop
+book; RWKV-6 at 4 layers on mod 10) or read every A1 task of a family too slow on CPU for all of
+them (Mamba, RWKV-6: 26-140 ms a step).
 Wall times on the 2-core CPU, fresh clone, book included: README.md.
 """
 
@@ -357,7 +360,7 @@ def _claims_profile(name: str, description: str, deciding: tuple[Deciding, ...])
 #: The main job does not: its minutes go to cells trained to a plateau, and the cells it leaves
 #: empty say which profile trains them (`countlib.tables.deciding_command`); every family runs
 #: in the tests all the same.
-FILLED = {"smoke": False, "laptop": True}
+FILLED = {"smoke": False, "laptop": True, "overnight": True}
 
 
 # -- the selection results each profile trains with -----------------------------------------------
@@ -663,6 +666,10 @@ _HYPOTHESIS = tuple(
     for source in CHOSEN
     if record_name(source.record) == _HYPOTHESIS_SELECTION
 )
+#: The laptop: the main job's claim, then the claims of CPU selections cheapest first (their
+#: deciding runs' CPU-minutes at their caps, by `countlib.sweep.estimate`) while the profile
+#: stays within its hour on 2 cores (``experiments/laptop_budget.md``): 8 (APE besides the main
+#: job's cells), 24 for S4, 21, 3, 4, 20 and 15.
 LAPTOP_DECIDING: tuple[Deciding, ...] = (
     _MOD10_APE,
     *_mod10_rows(("8", "10")),
@@ -670,10 +677,15 @@ LAPTOP_DECIDING: tuple[Deciding, ...] = (
     _BOS,
     *_S4,
     *_RNN,
+    *_HELPER_TOKEN,
+)
+#: Overnight: every claim a CPU selection fitted, the laptop's and those past its hour (24 for
+#: Mamba, 19, 12, 14 and countlib's own C1-C3), at the settings chosen for them.
+OVERNIGHT_DECIDING: tuple[Deciding, ...] = (
+    *LAPTOP_DECIDING,
     *_A5,
     _SELECTIVE_BOS,
     *_LSTM,
-    *_HELPER_TOKEN,
     *_MAMBA,
     *_HYPOTHESIS,
 )
@@ -686,16 +698,26 @@ SMOKE = _claims_profile(
 
 LAPTOP = _claims_profile(
     "laptop",
-    "thirteen of the paper's claims and Table H1's 1-layer cells on a 2-core CPU in under an "
-    "hour; every other cell tiny",
+    "eight of the paper's claims on a 2-core CPU within an hour; every other cell tiny",
     LAPTOP_DECIDING,
 )
 
+OVERNIGHT = _claims_profile(
+    "overnight",
+    "every claim a CPU selection fitted, Table H1's 1-layer cells included; a 2-core CPU for "
+    "hours; every other cell tiny",
+    OVERNIGHT_DECIDING,
+)
+
 PROFILES: dict[str, dict[str, Any]] = {
-    spec["name"]: spec for spec in (SMOKE, LAPTOP, PAPER, PAPER_LITE)
+    spec["name"]: spec for spec in (SMOKE, LAPTOP, OVERNIGHT, PAPER, PAPER_LITE)
 }
 #: What each claim-deciding profile trains for which claims, smallest first.
-DECIDING: dict[str, tuple[Deciding, ...]] = {"smoke": SMOKE_DECIDING, "laptop": LAPTOP_DECIDING}
+DECIDING: dict[str, tuple[Deciding, ...]] = {
+    "smoke": SMOKE_DECIDING,
+    "laptop": LAPTOP_DECIDING,
+    "overnight": OVERNIGHT_DECIDING,
+}
 
 
 def deciding_profiles() -> dict[str, str]:

@@ -452,7 +452,7 @@ VERDICT_STYLE = {HOLDS: "#c8e6c9", FAILS: "#ffcdd2", UNDECIDED: "#eeeeee"}
 
 #: The profiles from small to large: where a book's own profile was meant to decide a claim and
 #: did not, the next one may.
-SCALES = ("smoke", "laptop", "paper-lite", "paper")
+SCALES = ("smoke", "laptop", "overnight", "paper-lite", "paper")
 
 
 def _next_scale(meant: str, current: str | None) -> str:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from countlib.claims import FAILS, HOLDS, UNDECIDED
-from countlib.profiles import explain, get_profile
+from countlib.profiles import DECIDING, explain, get_profile
 from countlib.robustness import SECOND_SEEDS, agreement, agreement_line, reseeded
 from countlib.sweep import expand
 
@@ -18,7 +18,7 @@ def _without_seed(run) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in config.items() if k != "seed"))
 
 
-@pytest.mark.parametrize("profile", ["smoke", "laptop"])
+@pytest.mark.parametrize("profile", list(DECIDING))
 def test_the_second_draw_trains_each_deciding_cell_alike_with_other_seeds(profile):
     first = get_profile(profile)
     deciding = {why.run for why in explain(profile) if not why.filler}
@@ -46,7 +46,7 @@ def test_the_second_draw_shares_no_seed_with_a_profile_or_a_selection():
     """A seed the settings were chosen on, or that the book already trains, is no second draw."""
     selection_specs = (Path(__file__).parents[1] / "experiments").glob("*selection*.yaml")
     chosen_on = set().union(*(_seeds_in(yaml.safe_load(p.read_text())) for p in selection_specs))
-    trained = {run.config.seed for name in ("smoke", "laptop") for run in get_profile(name)}
+    trained = {run.config.seed for name in DECIDING for run in get_profile(name)}
     assert {1234, 42} <= chosen_on  # the specs were read
     assert not set(SECOND_SEEDS) & (chosen_on | trained)
 
@@ -67,5 +67,5 @@ def test_only_decided_verdicts_are_compared_and_a_flip_is_named():
 
 
 def test_a_profile_that_decides_nothing_has_no_second_draw():
-    with pytest.raises(ValueError, match="choose from smoke, laptop"):
+    with pytest.raises(ValueError, match="choose from smoke, laptop, overnight"):
         reseeded("paper-lite")

@@ -200,17 +200,22 @@ def test_paper_lite_is_the_same_grid_for_one_gpu_day_and_its_hypothesis_table_fo
     assert gpu_hours(lite) <= 48
 
 
-def test_the_laptop_profile_trains_the_cells_no_claim_reads_tiny():
-    """Every cell outside the laptop profile's claims: 1 layer (A8: 4), width 32, 100 steps,
-    one seed (tests/test_profiles.py checks the claims' cells and the layouts; the main job,
-    smoke, trains no such cell)."""
+@pytest.mark.parametrize(
+    "profile, filled",
+    [("laptop", {"2", "A1", "A4", "A5", "A6", "A7", "A8", "H1"}),
+     ("overnight", {"2", "A1", "A4", "A6", "A7", "A8", "H1"})],  # A5: all for claim 14
+)  # fmt: skip
+def test_the_larger_cpu_profiles_train_the_cells_no_claim_reads_tiny(profile, filled):
+    """Every cell outside the profile's claims: 1 layer (A8: 4), width 32, 100 steps, one seed
+    (tests/test_profiles.py checks the claims' cells and the layouts; the main job, smoke,
+    trains no such cell)."""
     assert [r for r in get_profile("smoke") if r.config.optim.steps == 100] == []
-    tiny = [r for r in get_profile("laptop") if r.config.optim.steps == 100]
+    tiny = [r for r in get_profile(profile) if r.config.optim.steps == 100]
     assert {r.config.seed for r in tiny} == {PAPER_SEEDS[0]}
     assert all(r.config.model_options["hidden"] <= 32 for r in tiny)
     assert {r.config.model_options["layers"] for r in tiny if "A8" not in r.tables} == {1}
     tables = Counter(t for r in tiny for t in r.tables)
-    assert set(tables) == {"2", "A1", "A4", "A6", "A7", "A8", "H1"}  # A5: all for claim 14
+    assert set(tables) == filled
 
 
 def test_select_filters_the_paper_profile():
@@ -236,7 +241,7 @@ def test_select_rejects_values_no_run_has():
 
 
 def test_unknown_profile_is_an_error():
-    with pytest.raises(ValueError, match="smoke, laptop, paper, paper-lite"):
+    with pytest.raises(ValueError, match="smoke, laptop, overnight, paper, paper-lite"):
         get_profile("papr")
 
 
@@ -664,11 +669,11 @@ def test_dry_run_why_names_each_runs_claims_or_its_structural_check(tmp_path, ca
         serves = head.removeprefix(run.name).strip()
         assert source.startswith("    settings: ")
         assert serves.startswith("claim") and "experiments/" in source, run.name
-    assert lines[-1] == "11 runs: 11 trained for claims, 0 structural checks"
+    assert lines[-1] == "9 runs: 9 trained for claims, 0 structural checks"
 
     assert main([*args, "--table", "A2"]) == 0  # a selection explains its runs only
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last == "11 runs: 11 trained for claims, 0 structural checks"
+    assert last == "9 runs: 9 trained for claims, 0 structural checks"
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(TINY))
     assert main(["sweep", "--spec", str(spec), "--dry-run", "--why"]) == 2  # a spec has no claims

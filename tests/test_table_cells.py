@@ -234,16 +234,16 @@ def test_a_book_view_hands_each_table_its_own_runs(tmp_path):
 
 
 def helper_token(family: str):
-    """The laptop profile's run of Table A1's cell Helper Token, 1 layer, of ``family``: a
+    """The overnight profile's run of Table A1's cell Helper Token, 1 layer, of ``family``: a
     100-step filler for RWKV-6, trained for claim 19 for the LSTM."""
-    chosen = select(get_profile("laptop"), tasks=["helper_token"], families=[family])
+    chosen = select(get_profile("overnight"), tasks=["helper_token"], families=[family])
     return next(r for r in chosen if r.config.model_options["layers"] == 1)
 
 
 def helper_token_html(runs_dir, column: str) -> tuple[dict, str]:
-    """The cell of `helper_token` in the laptop book: its dict and its rendering."""
+    """The cell of `helper_token` in the overnight book: its dict and its rendering."""
     spec = tables.get_table("A1")
-    runs = report.page_runs(runs_dir, profile="laptop", table="A1").runs
+    runs = report.page_runs(runs_dir, profile="overnight", table="A1").runs
     frame = tables.table_frame(runs, spec).loc[["Helper Token, 1L"], [column]]
     return frame.iloc[0, 0], tables.render_html(frame, spec)
 
@@ -251,7 +251,7 @@ def helper_token_html(runs_dir, column: str) -> tuple[dict, str]:
 def test_a_tiny_cell_is_a_structural_check_beside_the_paper_and_a_deciding_one_is_compared(
     tmp_path,
 ):
-    """OOD 0 % against the paper's 100 %: out of range where the laptop profile trained the
+    """OOD 0 % against the paper's 100 %: out of range where the overnight profile trained the
     cell for a claim (the LSTM's), not compared where it filled one at its tiny budget."""
     tiny_run, lstm = helper_token("rwkv6"), helper_token("lstm")
     assert tiny_run.config.optim.steps < tables.DECIDING_STEPS <= lstm.config.optim.steps
@@ -291,7 +291,8 @@ def test_a_structural_check_names_the_smallest_profile_that_decides_it():
     assert tables.deciding_command(mod10, "Modular (mod 10), 2L", "NoPE") == command.format(
         "smoke", "2"
     )
-    assert tables.deciding_command(a1, "Helper Token, 1L", "LSTM") == command.format("laptop", "A1")
+    lstm = tables.deciding_command(a1, "Helper Token, 1L", "LSTM")
+    assert lstm == command.format("overnight", "A1")  # past the laptop's hour
     # no CPU profile trains RWKV-6 for a claim on Helper Token, nor Vanilla + Succession
     rwkv = tables.deciding_command(a1, "Helper Token, 1L", "RWKV-6")
     assert rwkv == command.format("paper-lite", "A1")
