@@ -107,3 +107,36 @@ def test_a_parameter_no_page_takes_is_refused_before_anything_trains(tmp_path):
         make_book([], scale="x", runs_dir=tmp_path / "runs", out=tmp_path / "out",
                   parameters={"warmpu_steps": 5, "rule": "best_val"})  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def _mini_notebook(path, source):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}  # fmt: skip
+    nbformat.write(notebook, path)
+
+
+def test_pages_execute_side_by_side_and_a_failed_page_raises_its_own_error(tmp_path):
+    import nbformat
+    import papermill
+
+    from countlib.book import Page, execute_pages
+
+    for name in ("a", "b", "c"):
+        _mini_notebook(tmp_path / f"{name}.ipynb", f"print('{name}', 2 * 3)")
+    logged = []
+    pages = [Page(name, f"page_{name}") for name in ("a", "b", "c")]
+    outs = execute_pages(pages, notebooks_dir=tmp_path, out_dir=tmp_path / "out", workers=2,
+                         log=logged.append)  # fmt: skip
+    assert [out.name for out in outs] == ["page_a.ipynb", "page_b.ipynb", "page_c.ipynb"]
+    for name, out in zip("abc", outs, strict=True):
+        assert nbformat.read(out, as_version=4).cells[0].outputs[0]["text"] == f"{name} 6\n"
+    assert sorted(line.split()[2] for line in logged) == ["page_a", "page_b", "page_c"]
+    assert {line.split()[0] for line in logged} == {"[1/3]", "[2/3]", "[3/3]"}
+
+    _mini_notebook(tmp_path / "bad.ipynb", "raise ValueError('page bad broke')")
+    with pytest.raises(papermill.PapermillExecutionError, match="page bad broke"):
+        execute_pages([Page("a", "page_a"), Page("bad", "page_bad")], notebooks_dir=tmp_path,
+                      out_dir=tmp_path / "out", workers=2, log=logged.append)  # fmt: skip
