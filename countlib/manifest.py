@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from countlib.results import find_runs, load_runs
+from countlib.results import DAMAGED, find_runs, load_runs
+from countlib.train.records import RETRAIN_HINT
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,17 @@ class RunTable:
         )
         if not self.view.planned:
             return text + f" This book's selection has no runs for {what}."
+        damaged = int((self.runs["status"] == DAMAGED).sum()) if len(self.runs) else 0
         text += (
             f" {what[0].upper() + what[1:]} shows "
-            f"{len(self.runs)} finished run(s) of the {len(self.view.planned)} planned for it "
-            f"(of {len(manifest.runs)} in this book)."
+            f"{len(self.runs) - damaged} finished run(s) of the {len(self.view.planned)} planned "
+            f"for it (of {len(manifest.runs)} in this book)."
         )
+        if damaged:
+            text += (
+                f" **{damaged} run(s) have damaged records**: their cells show no number "
+                f"({RETRAIN_HINT})."
+            )
         if self.missing:
             text += f" **{self.missing} planned run(s) have no results** (not trained or failed)."
         if self.ignored:

@@ -297,3 +297,16 @@ def test_learning_curves_are_not_drawn_from_a_damaged_run(runs_dir, capsys):
     with pytest.warns(BrokenRunWarning):
         table = load_runs(runs_dir)
     assert plot_page_curves(table) is None  # its only run is damaged: nothing to draw
+
+
+def test_a_page_counts_a_damaged_run_apart_from_the_finished_ones(runs_dir):
+    from countlib.book import manifest_for
+
+    _truncate(_run(runs_dir).eval_log)
+    manifest = manifest_for(expand(SPEC), scale="test", grid=SPEC)
+    with pytest.warns(BrokenRunWarning):
+        page = manifest.subset().load(runs_dir)
+    line = page.scale_line("this page")
+    assert "shows 0 finished run(s) of the 1 planned" in line
+    assert "**1 run(s) have damaged records**" in line and "--retrain-broken" in line
+    assert "have no results" not in line  # damaged is not missing: its cell says which
