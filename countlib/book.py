@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -308,8 +309,18 @@ def build_book(book_dir: str | Path = "book", *, verbose: bool = False) -> Path:
             raise subprocess.CalledProcessError(done.returncode, command)
         for line in (done.stdout + done.stderr).splitlines():
             if "WARNING" in line or "ERROR" in line:
-                print(line, file=sys.stderr)
+                print(plain_text(line), file=sys.stderr)
     return Path(book_dir) / "_build" / "html"
+
+
+#: A terminal's colour and style codes, which Sphinx writes into its warnings even when they go
+#: to a pipe (`build_book` prints them to a log).
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_text(line: str) -> str:
+    """``line`` without a terminal's colour codes."""
+    return _TERMINAL_CODES.sub("", line)
 
 
 #: The packages of the ``book`` extra that `make_book` imports: to execute the pages, and to

@@ -140,3 +140,15 @@ def test_pages_execute_side_by_side_and_a_failed_page_raises_its_own_error(tmp_p
     with pytest.raises(papermill.PapermillExecutionError, match="page bad broke"):
         execute_pages([Page("a", "page_a"), Page("bad", "page_bad")], notebooks_dir=tmp_path,
                       out_dir=tmp_path / "out", workers=2, log=logged.append)  # fmt: skip
+
+
+def test_the_book_builds_warnings_reach_the_log_without_terminal_codes(monkeypatch, capsys):
+    import subprocess
+
+    from countlib import book
+
+    sphinx = "\x1b[01mbuilding\x1b[39;49;00m\n\x1b[91m/p/x.md:3: WARNING: bad ref\x1b[39;49;00m\n"
+    done = subprocess.CompletedProcess([], 0, stdout=sphinx, stderr="")
+    monkeypatch.setattr(book.subprocess, "run", lambda *args, **kwargs: done)
+    book.build_book("book")
+    assert capsys.readouterr().err == "/p/x.md:3: WARNING: bad ref\n"
