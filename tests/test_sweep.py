@@ -34,6 +34,7 @@ from countlib.sweep import (
     load_step_times,
     measured_seconds,
     measured_step_seconds,
+    padded_length,
     run_sweep,
     select,
     step_seconds,
@@ -505,9 +506,11 @@ def test_the_cpu_estimate_is_measured_step_times_times_steps_over_cores():
                   optim=OptimConfig(steps=600, batch_size=32), eval=EvalConfig(every=600))
     )  # fmt: skip
     unmeasured = countlib.sweep.SweepRun(RunConfig(task="mod10", model="gru"))
-    # per step: the fixed 2 ms, and 8 ms a layer x 2 layers x (64 / 32)^2; evaluated at steps 0
-    # and 600, each sequence a third of a training sequence's share of the step
-    train = 0.002 + 0.008 * 2 * 4
+    # per step: the fixed 2 ms and 8 ms a layer x 2 layers x (64 / 32)^2, times mod 10's batch
+    # length over Shifted Start's (the row's task); evaluated at steps 0 and 600, each sequence
+    # a third of a training sequence's share of the step
+    length = padded_length("mod10", 32) / padded_length("shifted_start", 32)
+    train = (0.002 + 0.008 * 2 * 4) * length
     sequences = sum(split.lines for split in get_task("mod10").splits.values())
     seconds = 600 * (train + EVAL_FORWARD_SHARE * train / 32 * sequences * 2 / 600)
     assert measured_seconds([run, unmeasured], times) == (pytest.approx(seconds), [unmeasured])
@@ -515,6 +518,20 @@ def test_the_cpu_estimate_is_measured_step_times_times_steps_over_cores():
     assert f"about {seconds / 60:.1f} CPU-minutes in all, {seconds / 60:.1f} left" in line
     assert f"about {seconds / 120:.1f} minutes on a 2-core machine like the one measured" in line
     assert line.endswith("1 runs (0 left) of gru not measured on CPU, not included")
+
+
+def test_a_step_costs_more_on_a_task_of_longer_sequences():
+    # Shifted Start's training sequences are a start and 50 `a`s; half of Helper Token's draws
+    # count with helpers up to 100, so nearly every batch of 32 is padded to 100 tokens
+    assert padded_length("shifted_start", 32) == 51
+    assert padded_length("helper_token", 32) == pytest.approx(100, abs=1)
+    row = MeasuredStep("lstm:hidden=32,layers=1", 1, 32, 32, seconds=0.010, fixed_s=0.002)
+    times = StepTimes(Path("cpu.json"), "CPU (test)", {"lstm": [row]}, cores=2)
+    steps = {task: measured_step_seconds(RunConfig(task=task, model="lstm",
+                                                   model_options={"hidden": 32}), times)
+             for task in ("shifted_start", "helper_token")}  # fmt: skip
+    # the training step doubles; evaluation, on splits of other lengths, does not
+    assert 1.8 < steps["helper_token"] / steps["shifted_start"] < 2.0
 
 
 def test_the_shipped_cpu_step_times_measure_every_family_the_profiles_train():

@@ -50,6 +50,7 @@ from countlib.sweep.estimate import (
     load_step_times,
     measured_seconds,
     measured_step_seconds,
+    padded_length,
     run_seconds,
     step_seconds,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "load_step_times",
     "measured_seconds",
     "measured_step_seconds",
+    "padded_length",
     "run_group",
     "run_one",
     "run_seconds",

@@ -5,7 +5,9 @@ measured step times (`load_step_times`), CPU-minutes from the CPU step times shi
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,8 @@ class MeasuredStep:
     batch: int
     seconds: float
     fixed_s: float
+    #: The task the row was measured on: the per-layer part scales with its batches' length.
+    task: str = "shifted_start"
 
     @property
     def layer_s(self) -> float:
@@ -151,7 +155,7 @@ def _measured_step(row: Any) -> tuple[str, MeasuredStep]:
     seconds = batch / samples
     fixed = seconds * STEP_OVERHEAD_S / step_seconds(config)
     return family, MeasuredStep(
-        spec, resolved.get("layers", 1), resolved.get("hidden"), batch, seconds, fixed
+        spec, resolved.get("layers", 1), resolved.get("hidden"), batch, seconds, fixed, task
     )
 
 
@@ -166,9 +170,12 @@ def measured_step_seconds(config: RunConfig, times: StepTimes) -> float | None:
     The family's row with the same hidden, layers and batch, else the nearest one (width
     first, then depth, then batch) scaled by a rough rule: the fixed part as measured, the
     per-layer part linear in the layers and in the batch and proportional to
-    hidden^2 / measured hidden^2. Evaluation is added per step as `step_seconds` includes it:
-    every split at step 0, every ``eval.every`` steps and at the end, each sequence at
-    EVAL_FORWARD_SHARE of a training sequence's share of the step.
+    hidden^2 / measured hidden^2; and the whole step linear in the batches' padded length
+    (`padded_length`, against the measured task's), as nearly all of a small model's step is
+    work per token (the optimizer's update is not, and is small). Evaluation is added per
+    step as `step_seconds` includes it: every split at step 0, every ``eval.every`` steps and
+    at the end, each sequence at EVAL_FORWARD_SHARE of a training sequence's share of the
+    step.
     """
     measured = times.families.get(config.model)
     if not measured:
@@ -185,8 +192,22 @@ def measured_step_seconds(config: RunConfig, times: StepTimes) -> float | None:
         ),
     )
     width = (hidden / step.hidden) ** 2 if hidden and step.hidden else 1.0
-    train = step.fixed_s + step.layer_s * layers * width * batch / step.batch
+    length = padded_length(resolved.task, batch) / padded_length(step.task, step.batch)
+    train = (step.fixed_s + step.layer_s * layers * width * batch / step.batch) * length
     return train + _eval_seconds(resolved, train)
+
+
+@functools.cache
+def padded_length(task: str, batch: int, batches: int = 20) -> float:
+    """Mean tokens per sequence of ``task``'s training batches of ``batch``, each padded to its
+    longest sequence as the fast path pads them: a step's work grows with it (Helper Token's
+    batches, half of whose draws count with helpers up to 100, are twice as long as Shifted
+    Start's). A fixed draw of ``batches``."""
+    sampler, rng = get_task(task), random.Random(0)
+    longest = [
+        max(len(inputs) for inputs, _ in sampler.sample_batch(rng, batch)) for _ in range(batches)
+    ]
+    return sum(longest) / batches
 
 
 def _eval_seconds(resolved: RunConfig, train_step_s: float) -> float:
