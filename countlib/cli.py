@@ -387,7 +387,8 @@ def cmd_book(args: argparse.Namespace) -> int:
     from countlib.sweep import select as select_runs
 
     grid = load_spec(args.spec) if args.spec else None
-    runs = expand(grid) if grid else get_profile(args.profile)
+    max_runs = None if args.allow_large_grid else MAX_GRID_RUNS
+    runs = expand(grid, max_runs) if grid else get_profile(args.profile)
     runs = select_runs(
         runs, tasks=args.task or (), families=args.family or (), tables=args.table or ()
     )
@@ -701,7 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = book.add_mutually_exclusive_group()
     source.add_argument(
-        "--profile", default="smoke", help="smoke (default), laptop, paper-lite, paper"
+        "--profile",
+        default="smoke",
+        help="smoke (default), laptop, overnight, paper-lite, paper (countlib.profiles)",
     )
     source.add_argument("--spec", help="a sweep spec in YAML instead of a profile")
     book.add_argument("--task", action="append", help="only these tasks (repeatable)")
@@ -717,7 +720,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     book.add_argument("--executor", choices=("sequential", "pool", "ray"), default="pool")
     book.add_argument(
-        "--workers", type=_positive_count, help="parallel runs (default: GPUs, or CPU cores)"
+        "--workers",
+        type=_positive_count,
+        help="parallel runs (default: GPUs, or CPU cores) and pages (default: CPU cores)",
+    )
+    book.add_argument(
+        "--allow-large-grid",
+        action="store_true",
+        help=f"expand a spec of more than {MAX_GRID_RUNS:,} runs (refused by default)",
     )
     book.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     book.add_argument("--notebook", action="append", help="execute only these pages")

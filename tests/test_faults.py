@@ -218,6 +218,10 @@ def test_a_huge_grid_is_refused_at_once_and_a_dry_run_counts_it(tmp_path, capsys
     err = one_line_error(capsys, "sweep", "--spec", spec, "--runs-dir", tmp_path / "runs")
     assert f"grid of 1,000,000 runs, more than the {MAX_GRID_RUNS:,}" in err
     assert "--allow-large-grid" in err
+    err = one_line_error(capsys, "book", "--spec", spec, "--runs-dir", tmp_path / "runs",
+                         "--out", tmp_path / "book")  # fmt: skip
+    assert "grid of 1,000,000 runs" in err and "--allow-large-grid" in err
+    assert not (tmp_path / "book").exists()
 
     assert main(["sweep", "--spec", str(spec), "--dry-run", "--runs-dir", str(tmp_path)]) == 0
     assert "a grid of 1,000,000 runs" in capsys.readouterr().out

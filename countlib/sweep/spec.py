@@ -97,7 +97,8 @@ def expand(spec: Mapping[str, Any], max_runs: int | None = MAX_GRID_RUNS) -> lis
     if max_runs is not None and size > max_runs:
         raise SpecError(
             f"spec {spec.get('name', '?')!r} has a grid of {size:,} runs, more than the "
-            f"{max_runs:,} countlib expands unless asked: countlib sweep --allow-large-grid"
+            f"{max_runs:,} countlib expands unless asked (--allow-large-grid of countlib sweep "
+            "and countlib book)"
         )
     merged: dict[str, SweepRun] = {}
     for index, entry in _entries(spec):
