@@ -1,9 +1,10 @@
-"""Whether a claim-deciding profile's verdicts survive another draw of seeds.
+"""Whether a claim-deciding profile's verdicts survive a second draw.
 
-`reseeded` is the part of a profile that decides claims, trained again with another set of
-seeds (`SECOND_SEEDS`, one for each seed the profile trains, in order); `agreement` compares
-the verdicts of the two. ``benchmarks/verdict_robustness.py`` trains and judges both and prints
-how many decided verdicts agree. A verdict that flips with the seeds is a draw, not a finding:
+`second_draw` is the part of a profile that decides claims, to train again: with another set
+of seeds (`SECOND_SEEDS`, one for each seed the profile trains, in order), or with the same
+seeds under another torch thread count (another rounding of the same arithmetic); `agreement`
+compares the verdicts of the two draws. ``benchmarks/verdict_robustness.py`` trains and judges
+both and prints how many decided verdicts agree. A verdict that flips is a draw, not a finding:
 the README reports the count for each profile, and a disagreement calls for a rule that leaves
 such a claim undecided, never for other seeds.
 """
@@ -31,24 +32,30 @@ def _other_seeds(seeds: Sequence[int]) -> list[int]:
     return list(SECOND_SEEDS[: len(seeds)])
 
 
-def reseeded(profile: str, claims: Iterable[str] | None = None) -> dict[str, Any]:
+def second_draw(
+    profile: str, claims: Iterable[str] | None = None, *, same_seeds: bool = False
+) -> dict[str, Any]:
     """A sweep spec of ``profile``'s cells that decide ``claims`` (default: every claim the
-    profile aims at), each with the settings it has in the profile and `SECOND_SEEDS`."""
+    profile aims at), each with the settings it has in the profile and `SECOND_SEEDS`; with
+    ``same_seeds``, the profile's own seeds (to train again under another thread count, in
+    another runs directory, since the runs keep their names)."""
     if profile not in DECIDING:
         raise ValueError(f"{profile!r} decides no claims; choose from {', '.join(DECIDING)}")
+    seeds = list if same_seeds else _other_seeds
     wanted = set(decided_claims(DECIDING[profile]) if claims is None else claims)
     spec = PROFILES[profile]
     grid = [
-        {**planned.entry, "seeds": _other_seeds(planned.entry.get("seeds", spec["seeds"]))}
+        {**planned.entry, "seeds": seeds(planned.entry.get("seeds", spec["seeds"]))}
         for planned in claim_plan(DECIDING[profile])
         if planned.rule is not None and wanted & set(planned.rule.claims)
     ]
     defaults = {k: v for k, v in spec.items() if k not in ("grid", "name", "description")}
+    which = "its own seeds" if same_seeds else f"seeds {', '.join(map(str, SECOND_SEEDS))}"
     return {
         **defaults,
-        "name": f"{profile}-second-seeds",
-        "description": f"{profile}'s deciding cells with seeds {', '.join(map(str, SECOND_SEEDS))}",
-        "seeds": _other_seeds(spec["seeds"]),
+        "name": f"{profile}-{'same' if same_seeds else 'second'}-seeds",
+        "description": f"{profile}'s deciding cells with {which}",
+        "seeds": seeds(spec["seeds"]),
         "grid": grid,
     }
 
@@ -76,9 +83,10 @@ def agreement(first: Iterable[Any], second: Iterable[Any]) -> list[Agreement]:
     ]
 
 
-def agreement_line(found: Sequence[Agreement]) -> str:
-    """``5 of 5 decided verdicts agree`` and, where some do not, which and how."""
+def agreement_line(found: Sequence[Agreement], draw: str = "on the second seeds") -> str:
+    """``5 of 5 decided verdicts agree on the second seeds`` (``draw`` says how the second
+    draw differs) and, where some do not, which and how."""
     agreed = sum(a.agrees for a in found)
-    line = f"{agreed} of {len(found)} decided verdicts agree on the second seeds"
+    line = f"{agreed} of {len(found)} decided verdicts agree {draw}"
     flips = [f"{a.claim}: {a.first} -> {a.second}" for a in found if not a.agrees]
     return line + (f" (differ: {'; '.join(flips)})" if flips else "")

@@ -8,7 +8,7 @@ import yaml
 
 from countlib.claims import FAILS, HOLDS, UNDECIDED
 from countlib.profiles import DECIDING, explain, get_profile
-from countlib.robustness import SECOND_SEEDS, agreement, agreement_line, reseeded
+from countlib.robustness import SECOND_SEEDS, agreement, agreement_line, second_draw
 from countlib.sweep import expand
 
 
@@ -22,7 +22,7 @@ def _without_seed(run) -> tuple:
 def test_the_second_draw_trains_each_deciding_cell_alike_with_other_seeds(profile):
     first = get_profile(profile)
     deciding = {why.run for why in explain(profile) if not why.filler}
-    second = expand(reseeded(profile))
+    second = expand(second_draw(profile))
     firsts = [run for run in first if run.name in deciding]
     # as many runs, seed for seed: the profile's seeds in order map onto SECOND_SEEDS
     assert len(second) == len(firsts)
@@ -30,6 +30,19 @@ def test_the_second_draw_trains_each_deciding_cell_alike_with_other_seeds(profil
     assert not {run.name for run in second} & {run.name for run in first}
     settings = sorted(_without_seed(run) for run in firsts)
     assert sorted(_without_seed(run) for run in second) == settings
+
+
+def test_a_draw_under_another_thread_count_trains_the_very_runs_of_the_first():
+    deciding = {why.run for why in explain("smoke") if not why.filler}
+    assert {run.name for run in expand(second_draw("smoke", same_seeds=True))} == deciding
+    found = agreement([_finding("10", HOLDS)], [_finding("10", HOLDS)])
+    assert agreement_line(found, "with 2 torch threads a run") == (
+        "1 of 1 decided verdicts agree with 2 torch threads a run"
+    )
+
+
+def _finding(key, verdict):
+    return SimpleNamespace(claim=SimpleNamespace(key=key), verdict=verdict)
 
 
 def _seeds_in(value) -> set[int]:
@@ -68,4 +81,4 @@ def test_only_decided_verdicts_are_compared_and_a_flip_is_named():
 
 def test_a_profile_that_decides_nothing_has_no_second_draw():
     with pytest.raises(ValueError, match="choose from smoke, laptop, overnight"):
-        reseeded("paper-lite")
+        second_draw("paper-lite")
