@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -282,6 +283,8 @@ def get_family(name: str) -> Family:
     family = MODELS.get(name)
     if family is not None:
         return family
+    if name in _NOT_REGISTERED:
+        raise UnknownModelError(_NOT_REGISTERED[name])
     path = EXTRA_FAMILIES.get(name, name)
     if ":" in path:
         return _register_path(name, path)
@@ -305,8 +308,10 @@ def register(
     `USER_DEFAULTS`). The classes must meet `countlib.models.contract`. Without a ``page`` the
     family gets a book page of its own (`family_pages`).
 
-    A registration lasts for this process: sweeps with the pool or Ray executor train in other
-    processes, which know a family by import path only (`get_family`).
+    A registration lasts for this process and the pool executor's workers, which register it
+    again from its classes' import paths (`registrations`, `register_again`): classes defined
+    in a notebook or inside a function have none, so train them with the sequential executor.
+    Ray's workers know a family by import path only (`get_family`).
     """
     if not isinstance(name, str) or not re.fullmatch(r"[\w.:-]+", name):
         raise ValueError(f"a model name is letters, digits and _ . : - only, got {name!r}")
@@ -332,7 +337,41 @@ def register(
     check_contract(name, config, model)
     family = Family(model.__module__, config_cls, module_cls, **settings)
     MODELS[name] = family
+    _REGISTERED[name] = (_import_path(config_cls), _import_path(module_cls), defaults)
     return family
+
+
+#: The families `register` added in this process: name -> the import paths of their config and
+#: model classes, and their defaults (`registrations`).
+_REGISTERED: dict[str, tuple[str, str, dict[str, Any]]] = {}
+#: Families another process registered that this one could not (`register_again`): name -> why.
+_NOT_REGISTERED: dict[str, str] = {}
+
+
+def _import_path(cls: type | str) -> str:
+    return cls if isinstance(cls, str) else f"{cls.__module__}:{cls.__qualname__}"
+
+
+def registrations() -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """The families `register` added in this process, for a process that trains for it (a pool
+    worker) to `register_again`; one taken out of `MODELS` since is left out."""
+    return {name: found for name, found in _REGISTERED.items() if name in MODELS}
+
+
+def register_again(families: Mapping[str, tuple[str, str, dict[str, Any]]]) -> None:
+    """Register ``families`` (`registrations` of another process) here. One whose classes
+    cannot be imported here is left out, and `get_family` of it says why."""
+    for name, (config_path, model_path, defaults) in families.items():
+        if name in MODELS:
+            continue
+        try:
+            register(name, config_path, model_path, defaults)
+        except Exception as err:  # any failure to import or check: said when the run asks for it
+            _NOT_REGISTERED[name] = (
+                f"model {name!r} was registered in the sweep's process, but its worker cannot "
+                f"import it ({err}); define its classes in an importable module (a package, or "
+                "the script that runs the sweep), or train with the sequential executor"
+            )
 
 
 def _register_path(name: str, path: str) -> Family:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from countlib import report
+from countlib import families, report
 from countlib.book import book_pages, toc
 from countlib.cli import main
 from countlib.config import EvalConfig, OptimConfig, RunConfig
@@ -203,6 +203,33 @@ def test_pool_workers_find_a_model_by_import_path(user_package, tmp_path):
     sweep = run_sweep([tiny_run(PATH, steps=2)], tmp_path / "runs", executor="pool", workers=1,
                       device="cpu", log=lambda _: None)  # fmt: skip
     assert sweep.ok, sweep.format()
+
+
+def test_pool_workers_know_a_family_registered_in_the_sweeps_process(user_package, tmp_path):
+    from usermodels.counter import CounterConfig, CounterModel
+
+    register("counter", CounterConfig, CounterModel, {"lr": 5e-3})
+    sweep = run_sweep([tiny_run("counter", steps=2)], tmp_path / "runs", executor="pool",
+                      workers=1, device="cpu", log=lambda _: None)  # fmt: skip
+    assert sweep.ok, sweep.format()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["optim"]["lr"] == 5e-3
+
+
+def test_a_family_a_worker_cannot_import_fails_its_runs_saying_why(
+    user_package, tmp_path, monkeypatch
+):
+    from usermodels.counter import CounterConfig, CounterModel
+
+    register("gone", CounterConfig, CounterModel)
+    # as a class defined in a notebook would be: registered here, no import path for a worker
+    offered = ("usermodels.counter:CounterConfig", "usermodels.counter:NotThere", {})
+    monkeypatch.setitem(families._REGISTERED, "gone", offered)
+    sweep = run_sweep([tiny_run("gone", steps=2)], tmp_path / "runs", executor="pool",
+                      workers=1, device="cpu", log=lambda _: None)  # fmt: skip
+    (outcome,) = sweep.outcomes
+    assert outcome.status == "failed" and "NotThere" in outcome.error
+    assert "registered in the sweep's process" in outcome.error and "sequential" in outcome.error
 
 
 def test_a_registered_family_gets_a_page_from_the_family_notebook(user_package):

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from countlib.families import register_again, registrations
 from countlib.sweep.spec import SweepRun
 from countlib.sweep.work import RunOutcome, _configs, _failed, run_group
 from countlib.train.placement import resolve_device
@@ -71,8 +72,11 @@ def _pool_slots(device: str, workers: int | None, per_gpu: int = 1) -> list[_Slo
     ]
 
 
-def _pool_worker(connection: Connection, slot: _Slot, runs_dir: Path, parent: int) -> None:
+def _pool_worker(
+    connection: Connection, slot: _Slot, runs_dir: Path, parent: int, families: dict[str, Any]
+) -> None:
     _die_with_parent(parent)
+    register_again(families)  # the families the sweep's process registered (`register`)
     # Ctrl-C reaches every process of the terminal's group: the sweep process stops the
     # workers and says what finished; a worker's own traceback would only bury that line
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -84,7 +88,10 @@ def _pool_worker(connection: Connection, slot: _Slot, runs_dir: Path, parent: in
     torch.set_num_threads(slot.threads)
     torch.set_num_interop_threads(slot.threads)
     while (configs := connection.recv()) is not None:
-        connection.send(run_group(configs, runs_dir, slot.device, threads=slot.threads))
+        try:
+            connection.send(run_group(configs, runs_dir, slot.device, threads=slot.threads))
+        except Exception as err:  # runs this worker cannot even name: a family it lacks
+            connection.send(str(err))
     connection.close()
 
 
@@ -135,7 +142,9 @@ class _Worker:
         self.slot = slot
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_pool_worker, args=(child, slot, runs_dir, os.getpid()), daemon=True
+            target=_pool_worker,
+            args=(child, slot, runs_dir, os.getpid(), registrations()),
+            daemon=True,
         )
         with thread_environment(slot.threads):
             self.process.start()
@@ -177,6 +186,8 @@ def _run_pool(
                 unit, worker = busy.pop(connection)
                 try:
                     outcomes = connection.recv()
+                    if isinstance(outcomes, str):  # the worker's reason for failing them all
+                        outcomes = _failed(unit, runs_dir, outcomes)
                 except EOFError:
                     worker.kill()
                     outcomes = _failed(
