@@ -353,33 +353,44 @@ def m(pe: str, value: float | None, ind: float | None = 1.0, plateaued: bool = T
 
 
 def test_claim_16_holds_fails_and_stays_undecided_on_hand_made_numbers():
-    clusters = [m("sine", 0.97), m("ape", 0.93), m("spe", 0.12)]
+    # two runs of SPE: its low probe (it does not cluster) is what the claim rests on there
+    clusters = [m("sine", 0.97), m("ape", 0.93), m("spe", 0.12), m("spe", 0.2)]
     assert CLAIM_16.judge(clusters).verdict == HOLDS
     assert CLAIM_16.judge([*clusters[:2], m("spe", 0.8)]).verdict == FAILS
-    assert CLAIM_16.judge([m("sine", 0.4), *clusters[1:]]).verdict == FAILS
+    assert CLAIM_16.judge([m("sine", 0.4), m("sine", 0.3), *clusters[1:]]).verdict == FAILS
     assert CLAIM_16.judge(clusters[:2]).verdict == UNDECIDED  # no SPE run
     unfit = CLAIM_16.judge([*clusters[:2], m("spe", None, ind=0.6)])
     assert unfit.verdict == UNDECIDED and any("did not fit" in e for e in unfit.evidence)
 
 
-def test_claim_16_keeps_the_verdict_band_and_waits_for_a_low_probe_to_stop_improving():
-    clusters = [m("sine", 0.97), m("ape", 0.93), m("spe", 0.12)]
+def test_claim_16_reads_a_low_probe_only_from_two_runs_that_stopped_improving():
+    clusters = [m("sine", 0.97), m("ape", 0.93), m("spe", 0.12), m("spe", 0.2)]
     # within 3 points of a bar: undecided, the margin shown
     near = CLAIM_16.judge([m("sine", 0.885), *clusters[1:]])
     assert near.verdict == UNDECIDED
     assert any("probe accuracy 88.5 % against >= 90.0 %: -1.5, within" in e for e in near.evidence)
+    # one SinePE run that does not cluster: another seed may, so it decides nothing
+    alone = CLAIM_16.judge([m("sine", 0.28), *clusters[1:]])
+    assert alone.verdict == UNDECIDED
+    assert any("a low value from 1 run of SinePE; it needs 2" in e for e in alone.evidence)
     # a SinePE run that does not cluster while still improving: its low probe decides nothing
-    rising = CLAIM_16.judge([m("sine", 0.4, plateaued=False), *clusters[1:]])
+    rising = [m("sine", 0.4, plateaued=False), m("sine", 0.97)]
+    rising = CLAIM_16.judge([*rising, *clusters[1:]])
     assert rising.verdict == UNDECIDED
     assert any("still improving" in e for e in rising.evidence)
     # nor does an SPE run's low probe; an SPE run that clusters fails the claim all the same
-    assert CLAIM_16.judge([*clusters[:2], m("spe", 0.1, plateaued=False)]).verdict == UNDECIDED
+    spe_rising = [m("spe", 0.1, plateaued=False), m("spe", 0.2)]
+    assert CLAIM_16.judge([*clusters[:2], *spe_rising]).verdict == UNDECIDED
     assert CLAIM_16.judge([*clusters[:2], m("spe", 0.8, plateaued=False)]).verdict == FAILS
 
 
 def test_claim_17_holds_fails_and_stays_undecided_on_hand_made_numbers():
     assert CLAIM_17.judge([m("rope", 0.3), m("ape", 0.05)]).verdict == HOLDS
-    assert CLAIM_17.judge([m("rope", 0.08), m("ape", 0.05)]).verdict == FAILS
+    two_each = [m("rope", 0.08), m("rope", 0.07), m("ape", 0.05), m("ape", 0.06)]
+    assert CLAIM_17.judge(two_each).verdict == FAILS
+    # a ratio under the bar rests on low values: one run of a PE leaves it open
+    one_each = CLAIM_17.judge([m("rope", 0.08), m("ape", 0.05)])
+    assert one_each.verdict == UNDECIDED and "fewer than 2 runs" in one_each.evidence[-1]
     assert CLAIM_17.judge([m("rope", 0.3)]).verdict == UNDECIDED
     assert CLAIM_17.judge([m("rope", 0.3), m("ape", None, ind=0.5)]).verdict == UNDECIDED
 

@@ -10,16 +10,24 @@ from tests.test_tables import runs_frame
 
 
 def cell(
-    ind: float, ood: float, best_ind: float | None = None, fit_ood: float | None = None
+    ind: float,
+    ood: float,
+    best_ind: float | None = None,
+    fit_ood: float | None = None,
+    seeds: int = 2,
 ) -> dict:
-    """A table cell; ``best_ind``: the best validation IND of its seeds (default ``ind``);
-    ``fit_ood``: the OOD of the seeds that fitted (default ``ood``)."""
+    """A table cell of ``seeds`` seeds, each of which fitted where it fits (a low value needs
+    two, `claims.LOW_NEEDS_SEEDS`); ``best_ind``: the best validation IND of its seeds (default
+    ``ind``); ``fit_ood``: the OOD of the seeds that fitted (default ``ood``)."""
+    fit_ind = ind if best_ind is None else best_ind
     return {
         "missing": False,
         "ind": ind,
         "ood": ood,
-        "fit_ind": ind if best_ind is None else best_ind,
+        "fit_ind": fit_ind,
         "fit_ood": ood if fit_ood is None else fit_ood,
+        "seeds": seeds,
+        "unfit": 0 if fit_ind >= claims.FIT_IND else seeds,
     }
 
 
@@ -183,7 +191,13 @@ def test_verdicts_from_hand_made_run_records():
         return judge_all(claims.cells_of({"A1": frame}), [lstm])[0].verdict
 
     assert verdict(rows) == HOLDS
-    assert verdict([*rows[:4], rows[4] | {"best_ood_ood": 0.40}, rows[5]]) == FAILS
+    low = rows[4] | {"best_ood_ood": 0.40}
+    # one seed that fails leaves open whether another succeeds; two that fail decide
+    assert verdict([*rows[:4], low, rows[5]]) == UNDECIDED
+    again = low | {"run": "lstm-again", "seed": 2, "best_ood_ood": 0.30}
+    assert verdict([*rows[:4], low, again, rows[5]]) == FAILS
+    # and the best of the seeds is the table's: a second seed that succeeds carries the cell
+    assert verdict([*rows[:4], low, again | {"best_ood_ood": 0.99}, rows[5]]) == HOLDS
     assert verdict(rows[:5]) == UNDECIDED  # Selective + mod 4 never ran
     assert verdict([r | {"best_ood_ind": 0.2} for r in rows]) == UNDECIDED  # did not train
 
@@ -219,8 +233,8 @@ def test_a_low_value_from_runs_still_improving_at_their_cap_decides_nothing():
     ref = ("2", "Modular (mod 10), 1L", "NoPE")
     fails, generalises = Condition(ref, "fails_ood", 0.5), Condition(ref, "generalises", 0.95)
     low = cell(1.0, 0.2)
-    assert fails.judge({ref: _improving(low, 1, 0)}).verdict == HOLDS
-    assert generalises.judge({ref: _improving(low, 1, 0)}).verdict == FAILS
+    assert fails.judge({ref: _improving(low, 2, 0)}).verdict == HOLDS
+    assert generalises.judge({ref: _improving(low, 2, 0)}).verdict == FAILS
     for condition in (fails, generalises):
         outcome = condition.judge({ref: _improving(low, 3, 2)})
         assert outcome.verdict == UNDECIDED
@@ -233,9 +247,34 @@ def test_a_low_value_from_runs_still_improving_at_their_cap_decides_nothing():
     assert fails.judge({ref: high}).verdict == FAILS
     assert generalises.judge({ref: high}).verdict == HOLDS
     # past paper-lite's budget, the paper's profile is the one that trains longer
-    beyond = fails.judge({ref: _improving(low, 1, 1, cap=20_000)})
+    beyond = fails.judge({ref: _improving(low, 2, 1, cap=20_000)})
     assert "countlib book --profile paper" in beyond.evidence[-1]
     assert "paper-lite" not in beyond.evidence[-1]
+
+
+def test_a_low_value_from_one_seed_decides_nothing_and_a_high_one_does():
+    ref = ("A1", "Helper Token, 1L", "RNN")
+    fails, generalises = Condition(ref, "fails_ood", 0.5), Condition(ref, "generalises", 0.95)
+    one_low, one_high = cell(1.0, 0.037, seeds=1), cell(1.0, 1.0, seeds=1)
+    for condition in (fails, generalises):
+        outcome = condition.judge({ref: one_low})
+        assert outcome.verdict == UNDECIDED
+        line = outcome.evidence[-1]
+        assert "OOD 3.7 % against" in line  # the value and its margin stay in the line
+        assert "a low value from 1 seed that fitted of the cell; it needs 2" in line
+        assert "countlib book --profile paper` trains 5" in line
+    # the best of more seeds is only higher: one seed that generalises decides
+    assert generalises.judge({ref: one_high}).verdict == HOLDS
+    assert fails.judge({ref: one_high}).verdict == FAILS
+    # two seeds that fitted, both low: decided; two seeds of which one never fitted: one read
+    assert fails.judge({ref: cell(1.0, 0.037)}).verdict == HOLDS
+    assert fails.judge({ref: cell(1.0, 0.037) | {"unfit": 1}}).verdict == UNDECIDED
+    # a failure to fit reads every seed, fitted or not
+    control = ("A1", "Helper Token, 1L", "LSTM")
+    unfit = Condition(ref, "fails_to_fit", 0.2, control)
+    cells = {control: cell(1.0, 1.0, seeds=1)}
+    assert unfit.judge(cells | {ref: cell(0.05, 0.0, seeds=1)}).verdict == UNDECIDED
+    assert unfit.judge(cells | {ref: cell(0.05, 0.0)}).verdict == HOLDS
 
 
 def test_a_failure_to_fit_needs_every_seed_to_have_stopped_improving():
@@ -256,8 +295,9 @@ def test_an_option_costs_nothing_only_once_its_control_has_stopped_improving():
     )
     condition = Condition(option, "no_worse", 0.05, plain)
     # holding rests on the control's OOD: a control still rising may leave the option behind
-    rising = condition.judge({option: cell(1.0, 0.94), plain: _improving(cell(1.0, 0.95), 1, 1)})
-    assert rising.verdict == UNDECIDED and "the control's run still improving" in rising.evidence[0]
+    rising = condition.judge({option: cell(1.0, 0.94), plain: _improving(cell(1.0, 0.95), 2, 1)})
+    assert rising.verdict == UNDECIDED
+    assert "the control's 1 of 2 seeds still improving" in rising.evidence[0]
     # failing rests on the option's own OOD
     costly = {option: _improving(cell(1.0, 0.80), 1, 1), plain: cell(1.0, 0.95)}
     assert condition.judge(costly).verdict == UNDECIDED

@@ -28,7 +28,16 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from countlib.claims import FAILS, HOLDS, UNDECIDED, Outcome, against, combine_all
+from countlib.claims import (
+    FAILS,
+    HOLDS,
+    LOW_NEEDS_SEEDS,
+    SEEDED_PROFILE,
+    UNDECIDED,
+    Outcome,
+    against,
+    combine_all,
+)
 from countlib.formatting import FIT_IND, percent
 from countlib.results import ANALYSED_CHECKPOINT, stop_record
 
@@ -122,13 +131,13 @@ class ClusterClaim(AnalysisClaim):
             runs = [m for m in measures if m.pe == pe]
             if not runs:
                 outcomes.append(Outcome(UNDECIDED, (f"{PE_NAMES[pe]} {self.scope}: no run",)))
-            outcomes += [self._judge_run(m) for m in runs]
+            outcomes += [self._judge_run(m, len(runs)) for m in runs]
         return combine_all(outcomes)
 
-    def _judge_run(self, m: Measure) -> Outcome:
+    def _judge_run(self, m: Measure, runs: int) -> Outcome:
         """The probe accuracy against its bar with `countlib.claims.VERDICT_BAND` either side;
         a low one (a SinePE or APE run that does not cluster, an SPE run that does not) needs a
-        run that stopped improving."""
+        run that stopped improving, one of at least `LOW_NEEDS_SEEDS` ``runs`` of its PE."""
         reads = m.reads(self.what)
         if not m.fits() or m.value is None:
             return Outcome(UNDECIDED, (reads,))
@@ -136,6 +145,13 @@ class ClusterClaim(AnalysisClaim):
         sign, bar = (">=", CLUSTERED) if clusters else ("<=", NOT_CLUSTERED)
         verdict, note = against("probe accuracy", m.value, sign, bar)
         low = verdict == (FAILS if clusters else HOLDS)
+        if low and runs < LOW_NEEDS_SEEDS:
+            alone = (
+                f"undecided: a low value from {runs} run of {PE_NAMES[m.pe]}; it needs "
+                f"{LOW_NEEDS_SEEDS}, each low, as another seed may differ (`countlib book "
+                f"--profile {SEEDED_PROFILE}` trains 5)"
+            )
+            return Outcome(UNDECIDED, (f"{reads} ({note}); {alone}",))
         if low and not m.plateaued:
             still = "undecided: the run was still improving at its cap"
             return Outcome(UNDECIDED, (f"{reads} ({note}); {still}",))
@@ -163,6 +179,13 @@ class SensitivityClaim(AnalysisClaim):
             return Outcome(UNDECIDED, tuple(evidence))
         more, less = (mean(m.value for m in groups[pe]) for pe in (self.more, self.less))
         met = more > 0 and more >= RATIO * less
+        few = [PE_NAMES[pe] for pe, runs in groups.items() if len(runs) < LOW_NEEDS_SEEDS]
+        if not met and few:  # a ratio under the bar rests on low values: each PE needs seeds
+            evidence.append(
+                f"mean {PE_NAMES[self.more]} {more:.3f} vs {PE_NAMES[self.less]} {less:.3f}; "
+                f"undecided: fewer than {LOW_NEEDS_SEEDS} runs of {' and '.join(few)}"
+            )
+            return Outcome(UNDECIDED, tuple(evidence))
         evidence.append(
             f"mean {PE_NAMES[self.more]} {more:.3f} vs {PE_NAMES[self.less]} {less:.3f} "
             f"(at least {RATIO:g} times?)"
