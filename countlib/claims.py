@@ -68,6 +68,9 @@ class Outcome:
     verdict: str
     #: One line per cell: what it reads and why it counts the way it does.
     evidence: tuple[str, ...] = ()
+    #: Undecided for want of seeds (`LOW_NEEDS_SEEDS`): more seeds, not a longer budget or
+    #: another scale, would decide it.
+    needs_seeds: bool = False
 
 
 def _read(cells: Cells, ref: CellRef) -> Mapping[str, Any] | None:
@@ -207,7 +210,8 @@ def _unless_improving(
         )
     else:
         return outcome
-    return Outcome(UNDECIDED, (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}"))
+    evidence = (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}")
+    return Outcome(UNDECIDED, evidence, needs_seeds=seeds < LOW_NEEDS_SEEDS)
 
 
 def longer_budget(cap: int | None) -> str:
@@ -244,7 +248,8 @@ def _combine(outcomes: Iterable[Outcome], decisive: str, otherwise: str) -> Outc
     verdict = (
         decisive if decisive in verdicts else UNDECIDED if UNDECIDED in verdicts else otherwise
     )
-    return Outcome(verdict, evidence)
+    needs_seeds = verdict == UNDECIDED and any(o.needs_seeds for o in outcomes)
+    return Outcome(verdict, evidence, needs_seeds)
 
 
 def combine_all(outcomes: Iterable[Outcome]) -> Outcome:

@@ -79,8 +79,12 @@ profile meant to decide it (`deciding_profiles`).
 ``smoke`` (the README's main job) aims at claim 10 (mod 10 without BOS, Table 2: 1 layer at d =
 128, 2 and 4 layers at d = 32), the claim a 2-core CPU trains to a plateau in its minutes and whose
 verdict a second draw of seeds reproduced (`countlib.robustness`); its SinePE controls were chosen
-to fit on each of two seeds (``experiments/seed_agreement_selection.md``). ``laptop`` adds,
-cheapest first within its hour (``experiments/laptop_budget.md``), 8 (SinePE and APE on mod 10), 24
+to fit on each of two seeds (``experiments/seed_agreement_selection.md``). All three CPU profiles
+train one seed a cell (three for Tables A5 and A6), so a verdict that rests on a cell doing badly,
+which needs two (`countlib.claims.LOW_NEEDS_SEEDS`), is out of their reach until they train a
+second seed of such cells: for claim 10, its six NoPE and RoPE cells, about 12 CPU-minutes.
+``laptop`` adds, cheapest first within its hour (``experiments/laptop_budget.md``), 8 (SinePE and
+APE on mod 10), 24
 for S4 and 21 (S4 on Table A1's tasks, width 32), 3 (NoPE and RoPE with BOS, Table A4, d = 32), 20
 (the Elman RNN, Table A1, width 64-128) and 15 (the causal mask marks the first token, Table A6 at
 d = 4, 3 seeds). ``overnight`` adds the claims past the laptop's hour: 4 (Table 2 on Helper Token,

@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from countlib.claims import FAILS, HOLDS, UNDECIDED, CellRef, Finding
+from countlib.claims import FAILS, HOLDS, SEEDED_PROFILE, UNDECIDED, CellRef, Finding
 from countlib.formatting import (
     FIT_IND,
     STRUCTURAL_STYLE,
@@ -485,6 +485,8 @@ def findings_html(
             f'<a href="table_{key}.html">Table {html.escape(key)}</a>' for key in claim.tables
         )
         scale = _next_scale(decided_by.get(claim.key, "paper"), profile)
+        if finding.outcome.needs_seeds:  # more seeds, not another scale, would decide it
+            scale = SEEDED_PROFILE
         decide = f" Decidable with <code>--profile {scale}</code>." if (
             verdict == UNDECIDED
         ) else ""  # fmt: skip

@@ -216,6 +216,16 @@ def test_an_undecided_claim_points_past_the_book_that_was_meant_to_decide_it():
     assert "--profile smoke</code>" in tables.findings_html([finding], meant, profile=None)
     assert "--profile laptop</code>" in tables.findings_html([finding], meant, profile="smoke")
     assert "--profile paper</code>" in tables.findings_html([finding], meant, profile="paper")
+    # undecided for want of seeds: the profile that trains more seeds, whatever the scale
+    ref = ("2", "Modular (mod 10), 1L", "NoPE")
+    one_seed = Condition(ref, "fails_ood", 0.5).judge({ref: cell(1.0, 0.2, seeds=1)})
+    assert one_seed.needs_seeds
+    wanting = claims.combine_all([one_seed, claims.Outcome(HOLDS, ("another cell",))])
+    assert wanting.verdict == UNDECIDED and wanting.needs_seeds
+    html = tables.findings_html([claims.Finding(finding.claim, wanting)], meant, profile="smoke")
+    assert "--profile paper</code>" in html and "--profile laptop" not in html
+    # a claim another cell decides does not wait for seeds
+    assert not claims.combine_all([one_seed, claims.Outcome(FAILS, ("x",))]).needs_seeds
 
 
 def _improving(found: dict, seeds: int, improving: int, cap: int = 1500) -> dict:

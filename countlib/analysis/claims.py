@@ -151,7 +151,7 @@ class ClusterClaim(AnalysisClaim):
                 f"{LOW_NEEDS_SEEDS}, each low, as another seed may differ (`countlib book "
                 f"--profile {SEEDED_PROFILE}` trains 5)"
             )
-            return Outcome(UNDECIDED, (f"{reads} ({note}); {alone}",))
+            return Outcome(UNDECIDED, (f"{reads} ({note}); {alone}",), needs_seeds=True)
         if low and not m.plateaued:
             still = "undecided: the run was still improving at its cap"
             return Outcome(UNDECIDED, (f"{reads} ({note}); {still}",))
@@ -185,7 +185,7 @@ class SensitivityClaim(AnalysisClaim):
                 f"mean {PE_NAMES[self.more]} {more:.3f} vs {PE_NAMES[self.less]} {less:.3f}; "
                 f"undecided: fewer than {LOW_NEEDS_SEEDS} runs of {' and '.join(few)}"
             )
-            return Outcome(UNDECIDED, tuple(evidence))
+            return Outcome(UNDECIDED, tuple(evidence), needs_seeds=True)
         evidence.append(
             f"mean {PE_NAMES[self.more]} {more:.3f} vs {PE_NAMES[self.less]} {less:.3f} "
             f"(at least {RATIO:g} times?)"
