@@ -34,6 +34,7 @@ from countlib.paper import (
     NEGATIVE_FAMILIES,
     NEGATIVE_LABEL,
     NONLINEAR_FAMILIES,
+    PAPER_SEEDS,
 )
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
@@ -148,7 +149,7 @@ class Condition:
         sign = ">=" if self.kind == "generalises" else "<="
         verdict, note = against("OOD", ood, sign, self.threshold)
         low = verdict == (FAILS if self.kind == "generalises" else HOLDS)
-        return _unless_improving(Outcome(verdict, (f"{reads} ({note})",)), low, found, fitted=True)
+        return _unless_unsettled(Outcome(verdict, (f"{reads} ({note})",)), low, found, fitted=True)
 
     def _judge_fails_to_fit(self, cells: Cells, found: Mapping[str, Any], reads: str) -> Outcome:
         assert self.control is not None
@@ -159,7 +160,7 @@ class Condition:
             return Outcome(UNDECIDED, (note,))
         verdict, note = against("best IND", found["fit_ind"], "<=", self.threshold)
         outcome = Outcome(verdict, (f"{reads} ({note})",))
-        return _unless_improving(outcome, verdict == HOLDS, found, fitted=False)
+        return _unless_unsettled(outcome, verdict == HOLDS, found, fitted=False)
 
     def _judge_no_worse(self, cells: Cells, found: Mapping[str, Any], reads: str) -> Outcome:
         assert self.control is not None
@@ -178,11 +179,11 @@ class Condition:
         # holding rests on the control's OOD not rising further, failing on this cell's
         outcome = Outcome(verdict, (note,))
         if verdict == HOLDS:
-            return _unless_improving(outcome, True, control, fitted=True, whose="control")
-        return _unless_improving(outcome, verdict == FAILS, found, fitted=True)
+            return _unless_unsettled(outcome, True, control, fitted=True, whose="control")
+        return _unless_unsettled(outcome, verdict == FAILS, found, fitted=True)
 
 
-def _unless_improving(
+def _unless_unsettled(
     outcome: Outcome, low: bool, found: Mapping[str, Any], *, fitted: bool, whose: str = "cell"
 ) -> Outcome:
     """``outcome``, unless it rests on a value being ``low`` (an OOD under its bar, a failure
@@ -196,12 +197,7 @@ def _unless_improving(
     seeds = found.get("seeds", 1) - (found.get("unfit", 0) if fitted else 0)
     improving = found.get("improving_fitted" if fitted else "improving") or 0
     if seeds < LOW_NEEDS_SEEDS:
-        read = "seed that fitted" if fitted else "seed"
-        note = (
-            f"undecided: a low value from {seeds} {read} of the {whose}; it needs "
-            f"{LOW_NEEDS_SEEDS}, each low, as another seed may succeed (`countlib book "
-            f"--profile {SEEDED_PROFILE}` trains 5)"
-        )
+        note = too_few_seeds(f"{seeds} {'seed that fitted' if fitted else 'seed'} of the {whose}")
     elif improving:
         cap = found.get("cap")
         note = (
@@ -212,6 +208,16 @@ def _unless_improving(
         return outcome
     evidence = (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}")
     return Outcome(UNDECIDED, evidence, needs_seeds=seeds < LOW_NEEDS_SEEDS)
+
+
+def too_few_seeds(read: str) -> str:
+    """Why a low value ``read`` from (e.g. "1 seed of the cell") decides nothing, and the
+    profile that trains enough seeds (`LOW_NEEDS_SEEDS`)."""
+    return (
+        f"undecided: a low value from {read}; it needs {LOW_NEEDS_SEEDS}, each low, as another "
+        f"seed may succeed (`countlib book --profile {SEEDED_PROFILE}` trains "
+        f"{len(PAPER_SEEDS)})"
+    )
 
 
 def longer_budget(cap: int | None) -> str:

@@ -84,20 +84,19 @@ train one seed a cell (three for Tables A5 and A6), so a verdict that rests on a
 which needs two (`countlib.claims.LOW_NEEDS_SEEDS`), is out of their reach until they train a
 second seed of such cells: for claim 10, its six NoPE and RoPE cells, about 12 CPU-minutes.
 ``laptop`` adds, cheapest first within its hour (``experiments/laptop_budget.md``), 8 (SinePE and
-APE on mod 10), 24
-for S4 and 21 (S4 on Table A1's tasks, width 32), 3 (NoPE and RoPE with BOS, Table A4, d = 32), 20
-(the Elman RNN, Table A1, width 64-128) and 15 (the causal mask marks the first token, Table A6 at
-d = 4, 3 seeds). ``overnight`` adds the claims past the laptop's hour: 4 (Table 2 on Helper Token,
-2 and 4 layers), 24 for Mamba (a task it fits at every depth, width 32), 19 (the LSTM, Table A1,
-width 64-128), 12 (Table A7, d = 64), 14 (Table A5, 3 seeds) and countlib's own claims C1-C3 (Table
-H1's 1-layer cells of mod 10, Selective + mod 4 and Shifted Start, width 32;
+APE on mod 10), 24 for S4 and 21 (S4 on Table A1's tasks, width 32), 3 (NoPE and RoPE with BOS,
+Table A4, d = 32), 20 (the Elman RNN, Table A1, width 64-128) and 15 (the causal mask marks the
+first token, Table A6 at d = 4, 3 seeds). ``overnight`` adds the claims past the laptop's hour: 4
+(Table 2 on Helper Token, 2 and 4 layers), 24 for Mamba (a task it fits at every depth, width 32),
+19 (the LSTM, Table A1, width 64-128), 12 (Table A7, d = 64), 14 (Table A5, 3 seeds) and countlib's
+own claims C1-C3 (Table H1's 1-layer cells of mod 10, Selective + mod 4 and Shifted Start, width 32;
 ``experiments/hypothesis_selection.md``). All three keep the paper's batch size (32), with a
 Transformer warmup of 100 steps (none for the probes). The claims they leave to ``paper-lite`` (1,
 2, 5, 6, 7, 9, 11, 13, 22, 23, 24 for RWKV-6) had cells that did not fit at CPU budgets
 (``experiments/claims_selection.md``: Vanilla + Succession and Shifted Start at 1,500 steps, SPE on
-mod 10; Selective, Selective + mod 4 and Table A8 under mod 10's settings in an earlier laptop
-book; RWKV-6 at 4 layers on mod 10) or read every A1 task of a family too slow on CPU for all of
-them (Mamba, RWKV-6: 26-140 ms a step). Wall times on the 2-core CPU, fresh clone, book included:
+mod 10; Selective, Selective + mod 4 and Table A8 under mod 10's settings in an earlier laptop book;
+RWKV-6 at 4 layers on mod 10) or read every A1 task of a family too slow on CPU for all of them
+(Mamba, RWKV-6: 26-140 ms a step). Wall times on the 2-core CPU, fresh clone, book included:
 README.md."""
 
 from __future__ import annotations

@@ -32,11 +32,11 @@ from countlib.claims import (
     FAILS,
     HOLDS,
     LOW_NEEDS_SEEDS,
-    SEEDED_PROFILE,
     UNDECIDED,
     Outcome,
     against,
     combine_all,
+    too_few_seeds,
 )
 from countlib.formatting import FIT_IND, percent
 from countlib.results import ANALYSED_CHECKPOINT, stop_record
@@ -146,11 +146,7 @@ class ClusterClaim(AnalysisClaim):
         verdict, note = against("probe accuracy", m.value, sign, bar)
         low = verdict == (FAILS if clusters else HOLDS)
         if low and runs < LOW_NEEDS_SEEDS:
-            alone = (
-                f"undecided: a low value from {runs} run of {PE_NAMES[m.pe]}; it needs "
-                f"{LOW_NEEDS_SEEDS}, each low, as another seed may differ (`countlib book "
-                f"--profile {SEEDED_PROFILE}` trains 5)"
-            )
+            alone = too_few_seeds(f"{runs} run of {PE_NAMES[m.pe]}")
             return Outcome(UNDECIDED, (f"{reads} ({note}); {alone}",), needs_seeds=True)
         if low and not m.plateaued:
             still = "undecided: the run was still improving at its cap"

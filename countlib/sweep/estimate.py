@@ -63,7 +63,7 @@ class MeasuredStep:
     batch: int
     seconds: float
     fixed_s: float
-    #: The task the row was measured on: the per-layer part scales with its batches' length.
+    #: The task the row was measured on: a step scales with its batches' padded length.
     task: str = "shifted_start"
 
     @property
