@@ -34,7 +34,6 @@ from countlib.paper import (
     NEGATIVE_FAMILIES,
     NEGATIVE_LABEL,
     NONLINEAR_FAMILIES,
-    PAPER_SEEDS,
 )
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
@@ -56,7 +55,8 @@ VERDICT_BAND = 0.03
 #: 100 %), as the remedy issue 26 names: a claim decided only where each seed gives the
 #: same verdict.
 LOW_NEEDS_SEEDS = 2
-#: The profile that trains every cell with several seeds (`countlib.profiles`).
+#: The profile that trains every cell with several seeds (five), where no smaller one trains
+#: a claim's cells with `LOW_NEEDS_SEEDS` (`countlib.profiles.seeded_profile`).
 SEEDED_PROFILE = "paper"
 
 #: A cell of a paper table: (table key, row label, column label).
@@ -211,12 +211,12 @@ def _unless_unsettled(
 
 
 def too_few_seeds(read: str) -> str:
-    """Why a low value ``read`` from (e.g. "1 seed of the cell") decides nothing, and the
-    profile that trains enough seeds (`LOW_NEEDS_SEEDS`)."""
+    """Why a low value ``read`` from (e.g. "1 seed of the cell") decides nothing without
+    `LOW_NEEDS_SEEDS` seeds; the Findings page names the profile that trains them
+    (`countlib.profiles.seeded_profile`)."""
     return (
         f"undecided: a low value from {read}; it needs {LOW_NEEDS_SEEDS}, each low, as another "
-        f"seed may succeed (`countlib book --profile {SEEDED_PROFILE}` trains "
-        f"{len(PAPER_SEEDS)})"
+        "seed may succeed"
     )
 
 

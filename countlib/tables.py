@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from countlib.claims import FAILS, HOLDS, SEEDED_PROFILE, UNDECIDED, CellRef, Finding
+from countlib.claims import FAILS, HOLDS, UNDECIDED, CellRef, Finding
 from countlib.formatting import (
     FIT_IND,
     STRUCTURAL_STYLE,
@@ -49,7 +49,7 @@ from countlib.formatting import (
 )
 from countlib.paper import PAPER_TABLES, TABLES, Filter, PaperTable, get_table
 from countlib.paper_results import CITATION, PAPER_NOTES, paper_value
-from countlib.profiles import DECIDING, claim_plan
+from countlib.profiles import DECIDING, claim_plan, seeded_profile
 from countlib.results import DAMAGED, aggregate
 from countlib.train.records import RETRAIN_HINT, precision_name
 
@@ -486,7 +486,7 @@ def findings_html(
         )
         scale = _next_scale(decided_by.get(claim.key, "paper"), profile)
         if finding.outcome.needs_seeds:  # more seeds, not another scale, would decide it
-            scale = SEEDED_PROFILE
+            scale = seeded_profile(claim.key, profile)
         decide = f" Decidable with <code>--profile {scale}</code>." if (
             verdict == UNDECIDED
         ) else ""  # fmt: skip
