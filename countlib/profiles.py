@@ -55,9 +55,9 @@ Table A5's budget is not stated anywhere; its runs get the same steps as the oth
 Each lists, as `Deciding` objects, the claims of `countlib.claims` it trains for and the settings
 of their cells (width, lr, budget, seeds); `claim_plan` trains every cell those claims read
 (controls included, every depth) with them, to a plateau with a cap of about twice the selection
-budget (`to_plateau`, ``experiments/plateau_rule.md``). ``laptop`` and ``overnight`` also train
-every other table cell once, tiny (1 layer, A8's 4; width 32; 100 steps at lr 1e-3; one seed: a
-structural check), so that every table layout is filled and every family runs; the main job does
+budget (`to_plateau`, ``experiments/plateau_rule.md``). ``overnight`` also trains every other
+table cell once, tiny (1 layer, A8's 4; width 32; 100 steps at lr 1e-3; one seed: a structural
+check), so that every table layout is filled and every family runs; the main job and the laptop do
 not (`FILLED`). Where several `Deciding` objects cover one configuration, the *first* in the
 profile's tuple wins (`first_covering`): a narrower one is listed before the broader one it
 refines.
@@ -79,20 +79,23 @@ profile meant to decide it (`deciding_profiles`).
 ``smoke`` (the README's main job) aims at claim 10 (mod 10 without BOS, Table 2: 1 layer at d =
 128, 2 and 4 layers at d = 32), the claim a 2-core CPU trains to a plateau in its minutes and whose
 verdict a second draw of seeds reproduced (`countlib.robustness`); its SinePE controls were chosen
-to fit on each of two seeds (``experiments/seed_agreement_selection.md``). All three CPU profiles
-train one seed a cell (three for Tables A5 and A6), so a verdict that rests on a cell doing badly,
-which needs two (`countlib.claims.LOW_NEEDS_SEEDS`), is out of their reach until they train a
-second seed of such cells: for claim 10, its six NoPE and RoPE cells, about 12 CPU-minutes.
-``laptop`` adds, cheapest first within its hour (``experiments/laptop_budget.md``), 8 (SinePE and
-APE on mod 10), 24 for S4 and 21 (S4 on Table A1's tasks, width 32), 3 (NoPE and RoPE with BOS,
-Table A4, d = 32), 20 (the Elman RNN, Table A1, width 64-128) and 15 (the causal mask marks the
-first token, Table A6 at d = 4, 3 seeds). ``overnight`` adds the claims past the laptop's hour: 4
-(Table 2 on Helper Token, 2 and 4 layers), 24 for Mamba (a task it fits at every depth, width 32),
+to fit on each of two seeds (``experiments/seed_agreement_selection.md``). It trains one seed a
+cell, so a verdict that rests on a cell doing badly, which needs two
+(`countlib.claims.LOW_NEEDS_SEEDS`), is out of its reach: it shows claim 10's cells on one seed and
+decides nothing. ``laptop`` and ``overnight`` train every deciding cell on two seeds
+(`DECIDING_SEEDS`: 1234 and 42; three where a claim reads the best of three, Table A6 and A5).
+``laptop`` trains, within its hour (``experiments/laptop_budget.md``), claim 10 (the main job's
+cells), then the cheapest claims on two seeds: 15 (the causal mask marks the first token, Table A6
+at d = 4, 3 seeds) and 20 (the Elman RNN, Table A1, width 64-128). ``overnight`` adds the claims
+past the laptop's hour: 8 (SinePE and APE on mod 10), 3 (NoPE and RoPE with BOS, Table A4, d =
+32), 21 and 24 for S4 (S4 on Table A1's tasks, width 32), 4 (Table 2 on Helper Token, 2 and 4
+layers), 24 for Mamba (a task it fits at every depth, width 32),
 19 (the LSTM, Table A1, width 64-128), 12 (Table A7, d = 64), 14 (Table A5, 3 seeds) and countlib's
 own claims C1-C3 (Table H1's 1-layer cells of mod 10, Selective + mod 4 and Shifted Start, width 32;
-``experiments/hypothesis_selection.md``). All three keep the paper's batch size (32), with a
-Transformer warmup of 100 steps (none for the probes). The claims they leave to ``paper-lite`` (1,
-2, 5, 6, 7, 9, 11, 13, 22, 23, 24 for RWKV-6) had cells that did not fit at CPU budgets
+``experiments/hypothesis_selection.md``): 1,082 CPU-minutes at the caps by the estimate, about
+nine hours on two cores. All three keep the paper's batch size (32), with a Transformer warmup of
+100 steps (none for the probes). The claims they leave to ``paper-lite`` (1, 2, 5, 6, 7, 9, 11,
+13, 22, 23, 24 for RWKV-6) had cells that did not fit at CPU budgets
 (``experiments/claims_selection.md``: Vanilla + Succession and Shifted Start at 1,500 steps, SPE on
 mod 10; Selective, Selective + mod 4 and Table A8 under mod 10's settings in an earlier laptop book;
 RWKV-6 at 4 layers on mod 10) or read every A1 task of a family too slow on CPU for all of them
@@ -554,7 +557,7 @@ _RNN = _recurrent("20", "rnn", ["selective_mod4"])
 #: The main job: claim 10 (mod 10 without BOS), the one claim whose cells a 2-core CPU trains to a
 #: plateau within its 15 minutes and whose verdict a second draw of seeds reproduced
 #: (``experiments/plateau_rule.md``; claim 8 was left undecided by the second draw and needs the
-#: APE cells besides: the laptop decides it).
+#: APE cells besides: the overnight profile trains them). One seed a cell: the laptop trains two.
 SMOKE_DECIDING: tuple[Deciding, ...] = _mod10_rows(("10",))
 
 #: Table A7, Selective with BOS at 1 layer (claim 12): d = 64 (round 2); NoPE, RoPE and SPE fit

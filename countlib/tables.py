@@ -17,7 +17,7 @@ report, not an error. `agreement` counts the cells of a table that agree; `rende
 the count under the table.
 
 A cell whose runs were all trained below the shortest budget any claim-deciding profile gives a
-claim's cell (`structural_check`: the smoke and laptop profiles' 100-step fillers) decides
+claim's cell (`structural_check`: the overnight profile's 100-step fillers) decides
 nothing: it reads "structural check, N steps: not a result" in grey, keeps the paper's value
 beside it, names the command that trains it at a deciding scale (`deciding_command`), and is
 never shaded a success nor compared with the paper.
@@ -104,7 +104,7 @@ def structural_check(runs: pd.DataFrame) -> bool:
     same in any book, spec or runs directory, older records included, and a profile's filler
     budget (100 steps in ``countlib.profiles``) is not written here again. It agrees with the
     profiles' own account of each run (`countlib.profiles.explain`: every "structural check" of
-    the smoke and laptop profiles is below the threshold, every run trained for a claim is not;
+    the CPU profiles is below the threshold, every run trained for a claim is not;
     tests/test_table_cells.py checks both). It is the budget as planned, not the steps trained:
     a run that diverged early is a result (a divergence), not a check. Runs without a recorded
     budget are never structural checks, nor is an empty set of runs.

@@ -201,17 +201,14 @@ def test_paper_lite_is_the_same_grid_for_one_gpu_day_and_its_hypothesis_table_fo
     assert gpu_hours(lite) <= 48
 
 
-@pytest.mark.parametrize(
-    "profile, filled",
-    [("laptop", {"2", "A1", "A4", "A5", "A6", "A7", "A8", "H1"}),
-     ("overnight", {"2", "A1", "A4", "A6", "A7", "A8", "H1"})],  # A5: all for claim 14
-)  # fmt: skip
-def test_the_larger_cpu_profiles_train_the_cells_no_claim_reads_tiny(profile, filled):
+def test_the_overnight_profile_trains_the_cells_no_claim_reads_tiny():
     """Every cell outside the profile's claims: 1 layer (A8: 4), width 32, 100 steps, one seed
-    (tests/test_profiles.py checks the claims' cells and the layouts; the main job, smoke,
-    trains no such cell)."""
-    assert [r for r in get_profile("smoke") if r.config.optim.steps == 100] == []
-    tiny = [r for r in get_profile(profile) if r.config.optim.steps == 100]
+    (tests/test_profiles.py checks the claims' cells and the layouts; the main job and the
+    laptop train no such cell)."""
+    filled = {"2", "A1", "A4", "A6", "A7", "A8", "H1"}  # A5: all for claim 14
+    for profile in ("smoke", "laptop"):
+        assert [r for r in get_profile(profile) if r.config.optim.steps == 100] == []
+    tiny = [r for r in get_profile("overnight") if r.config.optim.steps == 100]
     assert {r.config.seed for r in tiny} == {PAPER_SEEDS[0]}
     assert all(r.config.model_options["hidden"] <= 32 for r in tiny)
     assert {r.config.model_options["layers"] for r in tiny if "A8" not in r.tables} == {1}
@@ -675,7 +672,7 @@ def test_runs_training_in_fp16_are_not_stacked(tmp_path, monkeypatch):
 
 def test_dry_run_why_names_each_runs_claims_or_its_structural_check(tmp_path, capsys):
     """`--why`: per run, the claims it serves and the selection result behind its settings (a
-    tiny filler's structural check: tests/test_profiles.py, in the laptop profile)."""
+    tiny filler's structural check: tests/test_profiles.py, in the overnight profile)."""
     args = ["sweep", "--profile", "smoke", "--runs-dir", str(tmp_path), "--dry-run", "--why"]
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -149,12 +149,12 @@ def one_cell(profile: str):
 
 
 def test_each_profiles_book_reads_only_its_own_runs(tmp_path):
-    laptop, lite = one_cell("laptop"), one_cell("paper-lite")
-    assert laptop.name != lite.name
-    fake_record(tmp_path, laptop, seed_ood=0.10)
+    overnight, lite = one_cell("overnight"), one_cell("paper-lite")
+    assert overnight.name != lite.name
+    fake_record(tmp_path, overnight, seed_ood=0.10)
     fake_record(tmp_path, lite, seed_ood=0.90)
     spec = tables.get_table("2")
-    for profile, run, ood in (("laptop", laptop, 0.10), ("paper-lite", lite, 0.90)):
+    for profile, run, ood in (("overnight", overnight, 0.10), ("paper-lite", lite, 0.90)):
         page = report.page_runs(tmp_path, profile=profile, table=spec.runs_of)
         assert list(page.runs["run"]) == [run.name]
         assert page.ignored == 1  # the other profile's run
@@ -166,23 +166,23 @@ def test_each_profiles_book_reads_only_its_own_runs(tmp_path):
 
 
 def test_a_directory_with_the_right_name_but_another_config_is_not_the_run(tmp_path):
-    run = one_cell("laptop")
+    run = one_cell("overnight")
     fake_record(tmp_path, run, seed_ood=0.5, config_hash="0123456789ab")
-    page = report.page_runs(tmp_path, profile="laptop", table="2")
+    page = report.page_runs(tmp_path, profile="overnight", table="2")
     assert len(page.runs) == 0 and page.ignored == 1
 
 
 def test_restricted_books_show_only_what_the_command_selected(tmp_path):
-    lstm_runs = select(get_profile("laptop"), families=["lstm"])
+    lstm_runs = select(get_profile("overnight"), families=["lstm"])
     for run in lstm_runs:
         fake_record(tmp_path, run, seed_ood=0.5)
     manifest = manifest_for(
-        lstm_runs, scale="laptop", profile="laptop", selection={"family": ["lstm"]}
+        lstm_runs, scale="overnight", profile="overnight", selection={"family": ["lstm"]}
     )
     path = manifest.save(tmp_path / "runs.json")
     loaded = RunManifest.load(path)
     lstm = loaded.subset(families=["rnn", "lstm", "gru"]).load(tmp_path)
-    assert len(lstm.runs) == len(lstm_runs) == 6 and lstm.missing == 0
+    assert len(lstm.runs) == len(lstm_runs) == 12 and lstm.missing == 0  # 6 cells, 2 seeds
     line = lstm.scale_line("this page")
     assert "have no results" not in line and "restricted to family lstm" in line
     transformer = loaded.subset(families=["transformer"]).load(tmp_path)
@@ -218,15 +218,15 @@ def test_reporting_imports_without_torch():
 
 def test_a_book_view_hands_each_table_its_own_runs(tmp_path):
     """One load of the book's runs serves every table (the Findings page reads them so)."""
-    a5 = select(get_profile("laptop"), tables=["A5"])
-    a6 = select(get_profile("laptop"), tables=["A6"])
+    a5 = select(get_profile("overnight"), tables=["A5"])
+    a6 = select(get_profile("overnight"), tables=["A6"])
     for run in a5 + a6:
         fake_record(tmp_path, run, seed_ood=0.5)
-    page = report.page_runs(tmp_path, profile="laptop")
+    page = report.page_runs(tmp_path, profile="overnight")
     assert set(page.of_table("A5")["run"]) == {run.name for run in a5}
     assert set(page.of_table("A6")["run"]) == {run.name for run in a6}
     assert set(page.of_table("A6")["run"]) == set(
-        report.page_runs(tmp_path, profile="laptop", table="A6").runs["run"]
+        report.page_runs(tmp_path, profile="overnight", table="A6").runs["run"]
     )
 
 
@@ -300,7 +300,7 @@ def test_a_structural_check_names_the_smallest_profile_that_decides_it():
     assert vanilla == command.format("paper-lite", "2")  # Table A2 reports Table 2's runs
 
 
-@pytest.mark.parametrize("profile", ["smoke", "laptop"])
+@pytest.mark.parametrize("profile", ["smoke", "laptop", "overnight"])
 def test_the_structural_rule_agrees_with_what_the_profile_says_of_each_run(profile):
     """`tables.structural_check` reads budgets only; the profile knows why each run is there:
     every structural check of the profile is below the deciding budget, no run for a claim is."""
