@@ -72,6 +72,9 @@ class Outcome:
     #: Undecided for want of seeds (`LOW_NEEDS_SEEDS`): more seeds, not a longer budget or
     #: another scale, would decide it.
     needs_seeds: bool = False
+    #: Undecided as a run it rests on was still improving at its cap: the profile that trains
+    #: past that cap (`longer_profile`), or None.
+    trains_longer: str | None = None
 
 
 def _read(cells: Cells, ref: CellRef) -> Mapping[str, Any] | None:
@@ -204,10 +207,12 @@ def _unless_unsettled(
             f"undecided: the {whose}'s {improving} of {found['seeds']} seeds still improving at "
             f"the cap ({'' if cap is None else f'{cap:,} steps; '}{longer_budget(cap)})"
         )
+        evidence = (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}")
+        return Outcome(UNDECIDED, evidence, trains_longer=longer_profile(cap))
     else:
         return outcome
     evidence = (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}")
-    return Outcome(UNDECIDED, evidence, needs_seeds=seeds < LOW_NEEDS_SEEDS)
+    return Outcome(UNDECIDED, evidence, needs_seeds=True)
 
 
 def too_few_seeds(read: str) -> str:
@@ -220,13 +225,18 @@ def too_few_seeds(read: str) -> str:
     )
 
 
+def longer_profile(cap: int | None) -> str | None:
+    """The first GPU profile whose budget is longer than ``cap`` steps
+    (`countlib.paper.LONGER_BUDGETS`), or None."""
+    return next((p for p, steps in LONGER_BUDGETS if cap is None or steps > cap), None)
+
+
 def longer_budget(cap: int | None) -> str:
-    """The command that trains a cell past ``cap`` steps: the first GPU profile with a longer
-    budget (`countlib.paper.LONGER_BUDGETS`)."""
-    for profile, steps in LONGER_BUDGETS:
-        if cap is None or steps > cap:
-            return f"`countlib book --profile {profile}` trains {steps:,}"
-    return "a spec file with a longer `steps` trains past it"
+    """The command that trains a cell past ``cap`` steps (`longer_profile`)."""
+    profile = longer_profile(cap)
+    if profile is None:
+        return "a spec file with a longer `steps` trains past it"
+    return f"`countlib book --profile {profile}` trains {dict(LONGER_BUDGETS)[profile]:,}"
 
 
 def against(name: str, value: float, sign: str, bar: float) -> tuple[str, str]:
@@ -254,8 +264,10 @@ def _combine(outcomes: Iterable[Outcome], decisive: str, otherwise: str) -> Outc
     verdict = (
         decisive if decisive in verdicts else UNDECIDED if UNDECIDED in verdicts else otherwise
     )
-    needs_seeds = verdict == UNDECIDED and any(o.needs_seeds for o in outcomes)
-    return Outcome(verdict, evidence, needs_seeds)
+    if verdict != UNDECIDED:
+        return Outcome(verdict, evidence)
+    longer = next((o.trains_longer for o in outcomes if o.trains_longer), None)
+    return Outcome(verdict, evidence, any(o.needs_seeds for o in outcomes), longer)
 
 
 def combine_all(outcomes: Iterable[Outcome]) -> Outcome:

@@ -487,6 +487,8 @@ def findings_html(
         scale = _next_scale(decided_by.get(claim.key, "paper"), profile)
         if finding.outcome.needs_seeds:  # more seeds, not another scale, would decide it
             scale = seeded_profile(claim.key, profile)
+        elif finding.outcome.trains_longer:  # a run still improving: a longer budget would
+            scale = finding.outcome.trains_longer
         decide = f" Decidable with <code>--profile {scale}</code>." if (
             verdict == UNDECIDED
         ) else ""  # fmt: skip

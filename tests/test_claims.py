@@ -236,6 +236,16 @@ def test_an_undecided_claim_points_past_the_book_that_was_meant_to_decide_it():
         assert html.count("--profile ") == 1
     # a claim another cell decides does not wait for seeds
     assert not claims.combine_all([one_seed, claims.Outcome(FAILS, ("x",))]).needs_seeds
+    # undecided as a run was still improving at its cap: the profile that trains past the cap,
+    # not a CPU profile with the same caps (the laptop book's claim 8 pointed to overnight)
+    rising = Condition(ref, "fails_ood", 0.5).judge({ref: _improving(cell(1.0, 0.2), 2, 1)})
+    assert rising.trains_longer == "paper-lite" and not rising.needs_seeds
+    waiting = claims.combine_all([rising, claims.Outcome(HOLDS, ("another cell",))])
+    assert waiting.verdict == UNDECIDED and waiting.trains_longer == "paper-lite"
+    html = tables.findings_html([claims.Finding(finding.claim, waiting)], meant, profile="laptop")
+    assert "--profile paper-lite</code>" in html and "--profile overnight" not in html
+    decided = claims.combine_all([rising, claims.Outcome(FAILS, ("x",))])
+    assert decided.verdict == FAILS and decided.trains_longer is None
 
 
 def _improving(found: dict, seeds: int, improving: int, cap: int = 1500) -> dict:
