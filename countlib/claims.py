@@ -201,18 +201,18 @@ def _unless_unsettled(
     improving = found.get("improving_fitted" if fitted else "improving") or 0
     if seeds < LOW_NEEDS_SEEDS:
         note = too_few_seeds(f"{seeds} {'seed that fitted' if fitted else 'seed'} of the {whose}")
+        wants: dict[str, Any] = {"needs_seeds": True}
     elif improving:
         cap = found.get("cap")
         note = (
             f"undecided: the {whose}'s {improving} of {found['seeds']} seeds still improving at "
             f"the cap ({'' if cap is None else f'{cap:,} steps; '}{longer_budget(cap)})"
         )
-        evidence = (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}")
-        return Outcome(UNDECIDED, evidence, trains_longer=longer_profile(cap))
+        wants = {"trains_longer": longer_profile(cap)}
     else:
         return outcome
     evidence = (*outcome.evidence[:-1], f"{outcome.evidence[-1]}; {note}")
-    return Outcome(UNDECIDED, evidence, needs_seeds=True)
+    return Outcome(UNDECIDED, evidence, **wants)
 
 
 def too_few_seeds(read: str) -> str:

@@ -20,6 +20,7 @@ from countlib.profiles import (
     PROFILES,
     SMOKE_DECIDING,
     Deciding,
+    _identity,
     cells_fed,
     claim_plan,
     deciding_profiles,
@@ -111,7 +112,7 @@ def _by_setting(profile: str) -> dict[tuple, list[int]]:
     for planned in claim_plan(DECIDING[profile], fillers=False):
         entry = {k: v for k, v in planned.entry.items() if k != "seeds"}
         seeds = planned.entry.get("seeds", PROFILES[profile]["seeds"])
-        found[tuple(sorted((k, str(v)) for k, v in entry.items() if k != "table"))] = seeds
+        found[_identity(entry)] = seeds
     return found
 
 
